@@ -1,0 +1,94 @@
+"""Dump: copy a frozen process's state into an in-memory image, then store it.
+
+The target is stopped only while its registers and pages are copied into a
+staging buffer; hashing, compression and writing happen after it runs again.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from ..image import PAGE_SIZE, ImageMeta, Mapping, PageRuns, ThreadImage
+from ..proc import procfs
+from ..proc.arch import current as arch
+from ..proc.maps import Pagemap, read_maps
+from ..proc.memory import StagingBuffer
+from .freeze import Frozen, frozen
+from .layout import dumpable
+
+if TYPE_CHECKING:
+    from ..store import SnapshotInfo, Store
+
+# One staging buffer per helper process, reused across snapshots.
+_staging = StagingBuffer()
+_staging_lock = threading.Lock()
+
+
+def page_runs(pid: int, maps: list[Mapping]) -> list[tuple[int, int]]:
+    """Runs of pages that hold data of their own, over all dumpable mappings.
+
+    Pages never touched (not present) are left out rather than stored as zeros.
+    A later dirty-page tracker narrows this list further.
+    """
+    runs: list[tuple[int, int]] = []
+    with Pagemap(pid) as pagemap:
+        for m in maps:
+            if dumpable(m):
+                runs.extend(pagemap.runs(m.start, m.end, anon_only=m.is_file))
+    return runs
+
+
+def capture_threads(fz: Frozen) -> list[ThreadImage]:
+    threads = []
+    for tid, thread in sorted(fz.group.threads.items()):
+        regs = arch.resolve_syscall_restart(arch.regs_to_dict(thread.get_regs()))
+        threads.append(
+            ThreadImage(
+                tid=tid,
+                regs=regs,
+                xstate=thread.get_xstate(),
+                sigmask=thread.get_sigmask(),
+                name=procfs.thread_name(fz.pid, tid),
+            )
+        )
+    return threads
+
+
+def capture(fz: Frozen, staging: StagingBuffer) -> tuple[ImageMeta, PageRuns]:
+    """The image of a frozen process; its pages live in `staging` until the next capture."""
+    brk = fz.injector.check("brk", 0)
+    maps = read_maps(fz.pid)
+    threads = capture_threads(fz)
+    runs = page_runs(fz.pid, maps)
+    total = sum(n for _, n in runs) * PAGE_SIZE
+    buf = staging.view(total)[:total]
+    off = 0
+    for vaddr, n in runs:
+        size = n * PAGE_SIZE
+        fz.mem.read_into(vaddr, buf[off : off + size])
+        off += size
+    meta = ImageMeta(
+        process=fz.identity,
+        brk=brk,
+        start_brk=procfs.start_brk(fz.pid),
+        cwd=procfs.cwd(fz.pid),
+        threads=threads,
+        mappings=maps,
+    )
+    return meta, PageRuns(buf, runs)
+
+
+def checkpoint(pid: int, store: Store, label: str = "", parent: str | None = None) -> SnapshotInfo:
+    """Snapshot process `pid` into `store`; the process runs on."""
+    with _staging_lock:
+        with frozen(pid) as fz:
+            meta, pages = capture(fz, _staging)
+            pause = fz.paused_for
+        meta.stats.update(
+            pause_s=round(pause, 6),
+            bytes=pages.nbytes,
+            threads=len(meta.threads),
+            mappings=len(meta.mappings),
+        )
+        return store.commit(meta, pages, label=label, parent=parent)

@@ -1,0 +1,171 @@
+"""Reconcile: what must change in an address space to match a snapshot's.
+
+Pure logic over lists of mappings, so it can be unit-tested without a
+process. Layouts are compared per address interval, not per VMA: the kernel
+merges and splits VMAs freely, so only what each address maps to matters.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..image import PAGE_SIZE, Mapping
+
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+
+# Huge PROT_NONE reservations (allocators, runtimes) can span terabytes;
+# scanning their page tables would cost more than it could ever find.
+MAX_SCANNED_UNREADABLE = 4 << 30
+
+
+def dumpable(m: Mapping) -> bool:
+    """Mappings whose page contents belong in a snapshot."""
+    if m.is_special or m.shared:
+        return False
+    return m.readable or m.size <= MAX_SCANNED_UNREADABLE
+
+
+def prot_of(perms: str) -> int:
+    return (
+        (PROT_READ if perms[0] == "r" else 0)
+        | (PROT_WRITE if perms[1] == "w" else 0)
+        | (PROT_EXEC if perms[2] == "x" else 0)
+    )
+
+
+@dataclass(frozen=True)
+class Unmap:
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Protect:
+    start: int
+    end: int
+    perms: str
+
+
+@dataclass(frozen=True)
+class Map:
+    start: int
+    end: int
+    source: Mapping  # the snapshot's mapping this range belongs to
+
+    @property
+    def file_offset(self) -> int:
+        return self.source.offset + (self.start - self.source.start)
+
+
+Op = Unmap | Protect | Map
+
+
+def _same_backing(a: Mapping, b: Mapping) -> bool:
+    if a.shared != b.shared or a.is_file != b.is_file:
+        return False
+    if not a.is_file:
+        return True
+    # The same file at the same file offset for the same address.
+    return (a.dev, a.inode, a.offset - a.start) == (b.dev, b.inode, b.offset - b.start)
+
+
+class _Index:
+    def __init__(self, maps: Iterable[Mapping]) -> None:
+        self.maps = sorted((m for m in maps if not m.is_special), key=lambda m: m.start)
+        self.starts = [m.start for m in self.maps]
+
+    def at(self, addr: int) -> Mapping | None:
+        i = bisect.bisect_right(self.starts, addr) - 1
+        if i >= 0 and self.maps[i].start <= addr < self.maps[i].end:
+            return self.maps[i]
+        return None
+
+
+def plan(snapshot: list[Mapping], current: list[Mapping]) -> list[Op]:
+    """The operations that turn `current` into `snapshot`; empty when they match."""
+    want, have = _Index(snapshot), _Index(current)
+    stack = next((m for m in want.maps if m.path == "[stack]"), None)
+    edges = sorted({m.start for m in want.maps + have.maps} | {m.end for m in want.maps + have.maps})
+    ops: list[Op] = []
+    for a, b in zip(edges, edges[1:], strict=False):
+        w, h = want.at(a), have.at(a)
+        if w is None and h is None:
+            continue
+        if w is None:
+            assert h is not None
+            if h.path == "[stack]" and stack is not None and b <= stack.start:
+                continue  # the main stack grew since; the pages below it are unused
+            op: Op = Unmap(a, b)
+        elif h is not None and _same_backing(w, h):
+            if w.perms == h.perms:
+                continue
+            op = Protect(a, b, w.perms)
+        else:
+            op = Map(a, b, w)
+        ops.append(op)
+    return _coalesce(ops)
+
+
+def _mergeable(prev: Op, op: Op) -> bool:
+    if type(prev) is not type(op) or prev.end != op.start:
+        return False
+    if isinstance(prev, Protect) and isinstance(op, Protect):
+        return prev.perms == op.perms
+    if isinstance(prev, Map) and isinstance(op, Map):
+        return prev.source == op.source
+    return True
+
+
+def _merge(prev: Op, op: Op) -> Op:
+    if isinstance(prev, Unmap):
+        return Unmap(prev.start, op.end)
+    if isinstance(prev, Protect):
+        return Protect(prev.start, op.end, prev.perms)
+    return Map(prev.start, op.end, prev.source)
+
+
+def _coalesce(ops: list[Op]) -> list[Op]:
+    out: list[Op] = []
+    for op in ops:
+        if out and _mergeable(out[-1], op):
+            out[-1] = _merge(out[-1], op)
+        else:
+            out.append(op)
+    return out
+
+
+def describe(ops: list[Op]) -> str:
+    parts = []
+    for op in ops:
+        if isinstance(op, Unmap):
+            parts.append(f"extra {op.start:#x}-{op.end:#x}")
+        elif isinstance(op, Protect):
+            parts.append(f"{op.start:#x}-{op.end:#x} should be {op.perms}")
+        else:
+            parts.append(f"missing {op.start:#x}-{op.end:#x} {op.source.path or '[anon]'}")
+    return ", ".join(parts)
+
+
+def subtract_runs(have: list[tuple[int, int]], keep: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Page runs (vaddr, npages) in `have` that are not in `keep`; both sorted."""
+    out: list[tuple[int, int]] = []
+    j = 0
+    for start, n in have:
+        end = start + n * PAGE_SIZE
+        pos = start
+        while j < len(keep) and keep[j][0] + keep[j][1] * PAGE_SIZE <= pos:
+            j += 1
+        k = j
+        while pos < end:
+            if k >= len(keep) or keep[k][0] >= end:
+                out.append((pos, (end - pos) // PAGE_SIZE))
+                break
+            ks, ke = keep[k][0], keep[k][0] + keep[k][1] * PAGE_SIZE
+            if ks > pos:
+                out.append((pos, (ks - pos) // PAGE_SIZE))
+            pos = max(pos, ke)
+            k += 1
+    return out

@@ -1,0 +1,256 @@
+"""Restore: return a running process, in place, to a snapshot's state.
+
+Order matters (docs/ARCHITECTURE.md): validate everything first; take a
+safety image; brk, then the rest of the layout; chdir; then the point of no
+return (threads born since the snapshot exit); memory; registers. A failure
+before the point of no return rolls the process back to the safety image.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    ChkptError,
+    EngineError,
+    RestoreFailed,
+    RollbackFailed,
+    ThreadsGone,
+    WrongProcess,
+)
+from ..image import PAGE_SIZE, ImageMeta, Mapping, PageRuns
+from ..proc import procfs
+from ..proc.arch import current as arch
+from ..proc.inject import Injector
+from ..proc.maps import Pagemap, read_maps
+from ..proc.memory import StagingBuffer
+from .dump import capture
+from .freeze import Frozen, frozen
+from .layout import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    Map,
+    Op,
+    Protect,
+    Unmap,
+    describe,
+    dumpable,
+    plan,
+    prot_of,
+    subtract_runs,
+)
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+O_RDONLY, O_RDWR, O_CLOEXEC = 0, 2, 0o2000000
+AT_FDCWD = -100
+MADV_DONTNEED = 4
+# Pages to drop in runs shorter than this are zeroed by a write instead of an
+# injected madvise: one write is cheaper than one injected syscall.
+_ZERO_BY_WRITE_PAGES = 16
+
+_safety = StagingBuffer()
+_restore_lock = threading.Lock()
+
+
+@dataclass
+class RestoreResult:
+    snapshot_id: str
+    pid: int
+    pause_s: float = 0.0
+    bytes_written: int = 0
+    threads_exited: list[int] = field(default_factory=list)
+    layout_ops: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def restore(pid: int, store: Store, ref: str) -> RestoreResult:
+    """Restore snapshot `ref` (id or unique prefix) into process `pid`."""
+    snap_id = store.resolve(ref)
+    wanted = store.load_meta(snap_id).process
+    procfs.check_can_act_on(pid)
+    if not wanted.same_process(procfs.identity(pid)):
+        raise WrongProcess(
+            f"snapshot {snap_id} was taken from PID {wanted.pid} ({wanted.exe}), "
+            f"which is not the process now running as PID {pid}"
+            if wanted.pid == pid
+            else f"snapshot {snap_id} was taken from PID {wanted.pid}, not from PID {pid}"
+        )
+    # Every page is verified before the process is touched.
+    meta, pages = store.load(snap_id)
+    result = RestoreResult(snapshot_id=snap_id, pid=pid)
+    with _restore_lock, frozen(pid) as fz:
+        restore_frozen(fz, meta, pages, result)
+        result.pause_s = round(fz.paused_for, 6)
+    return result
+
+
+def restore_frozen(fz: Frozen, meta: ImageMeta, pages: PageRuns, result: RestoreResult) -> None:
+    gone = sorted(t.tid for t in meta.threads if t.tid not in fz.group.threads)
+    if gone:
+        raise ThreadsGone(f"threads {', '.join(map(str, gone))} of PID {fz.pid} existed at the snapshot but have exited since")
+    _check_files(plan(meta.mappings, read_maps(fz.pid)))
+
+    safety, safety_pages = capture(fz, _safety)
+    try:
+        _apply(fz, meta, pages, result)
+    except Exception as error:
+        if result.threads_exited:
+            raise RollbackFailed(
+                f"restoring PID {fz.pid} failed after threads {result.threads_exited} had exited: {error}"
+            ) from error
+        try:
+            _apply(fz, safety, safety_pages, RestoreResult(snapshot_id="safety", pid=fz.pid))
+        except Exception as second:
+            raise RollbackFailed(f"restoring PID {fz.pid} failed ({error}) and so did rolling it back ({second})") from second
+        reason = error.message if isinstance(error, ChkptError) else str(error)
+        raise RestoreFailed(f"could not restore PID {fz.pid}: {reason}") from error
+
+
+def _apply(fz: Frozen, meta: ImageMeta, pages: PageRuns, result: RestoreResult) -> None:
+    inj = fz.injector
+    scratch = _scratch(fz)
+
+    # Layout. brk first: glibc's idea of the break lives in memory we are
+    # about to restore, and the kernel must agree with it.
+    _set_brk(inj, meta.brk, meta.mappings, fz.pid)
+    ops = plan(meta.mappings, read_maps(fz.pid))
+    result.layout_ops += len(ops)
+    for op in sorted(ops, key=lambda o: (not isinstance(o, Unmap), not isinstance(o, Protect))):
+        _execute(inj, op, scratch)
+    left = plan(meta.mappings, read_maps(fz.pid))
+    if left:
+        raise EngineError(f"the address space still differs from the snapshot's: {describe(left)}")
+
+    _chdir(inj, meta.cwd, scratch)
+
+    # Point of no return: threads born after the snapshot leave. Their exit
+    # writes into their own memory (clear_child_tid), so it precedes the writes.
+    for tid in sorted(set(fz.group.threads) - {t.tid for t in meta.threads}):
+        Injector(fz.group.threads[tid], inj.gadget, fz.mem).exit_thread()
+        fz.group.forget(tid)
+        result.threads_exited.append(tid)
+
+    _drop_pages_born_since(fz, meta.mappings, pages)
+    for vaddr, data in pages.iter_runs():
+        fz.mem.write(vaddr, data)
+        result.bytes_written += len(data)
+
+    for image in meta.threads:
+        thread = fz.group.threads[image.tid]
+        thread.set_regs(arch.regs_from_dict(image.regs))
+        thread.set_xstate(image.xstate)
+        thread.set_sigmask(image.sigmask)
+
+
+def _scratch(fz: Frozen) -> int:
+    """A few KiB of the main thread's stack below its stack pointer: dead
+    memory where we can put syscall arguments (paths)."""
+    sp = arch.stack_pointer(fz.group.main.get_regs())
+    addr = (sp - 8192) & ~0xFFF
+    for m in read_maps(fz.pid):
+        if m.start <= addr and addr + 4096 <= m.end and "w" in m.perms:
+            return addr
+    raise EngineError(f"no scratch memory below the stack pointer {sp:#x} of PID {fz.pid}")
+
+
+def _put_string(fz_inj: Injector, scratch: int, text: str) -> int:
+    data = os.fsencode(text) + b"\0"
+    if len(data) > 4096:
+        raise EngineError(f"path too long to pass to the target: {text[:80]}...")
+    fz_inj.mem.write(scratch, data)
+    return scratch
+
+
+def _set_brk(inj: Injector, target: int, snapshot_maps: list[Mapping], pid: int) -> None:
+    if inj.call("brk", target) == target:
+        return
+    # Something mapped since the snapshot sits where the heap must grow: clear it.
+    heap_start = procfs.start_brk(pid)
+    top = -(-target // PAGE_SIZE) * PAGE_SIZE
+    for op in plan(snapshot_maps, read_maps(pid)):
+        if isinstance(op, Unmap | Map) and op.start < top and op.end > heap_start:
+            inj.check("munmap", op.start, op.end - op.start)
+    got = inj.call("brk", target)
+    if got != target:
+        raise EngineError(f"the kernel set the program break to {got:#x}, not the snapshot's {target:#x}")
+
+
+def _execute(inj: Injector, op: Op, scratch: int) -> None:
+    size = op.end - op.start
+    if isinstance(op, Unmap):
+        inj.check("munmap", op.start, size)
+    elif isinstance(op, Protect):
+        inj.check("mprotect", op.start, size, prot_of(op.perms))
+    else:
+        _map(inj, op, scratch)
+
+
+def _map(inj: Injector, op: Map, scratch: int) -> None:
+    src = op.source
+    prot = prot_of(src.perms)
+    share = MAP_SHARED if src.shared else MAP_PRIVATE
+    if not src.is_file:
+        got = inj.check("mmap", op.start, op.end - op.start, prot, share | MAP_FIXED | MAP_ANONYMOUS, arch.unsigned(-1), 0)
+    else:
+        mode = O_RDWR if src.shared and "w" in src.perms else O_RDONLY
+        path = _put_string(inj, scratch, src.path)
+        fd = inj.check("openat", arch.unsigned(AT_FDCWD), path, mode | O_CLOEXEC, 0)
+        try:
+            got = inj.check("mmap", op.start, op.end - op.start, prot, share | MAP_FIXED, fd, op.file_offset)
+        finally:
+            inj.call("close", fd)
+    if got != op.start:
+        raise EngineError(f"mmap placed {op.start:#x} at {got:#x}")
+
+
+def _check_files(ops: list[Op]) -> None:
+    """Refuse early when a file mapping to recreate cannot be reopened as it was."""
+    for op in ops:
+        if isinstance(op, Map) and op.source.is_file:
+            src = op.source
+            problem = ""
+            try:
+                st = os.stat(src.path)
+                if st.st_ino != src.inode or f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}" != src.dev:
+                    problem = "has been replaced by another file"
+            except OSError as e:
+                problem = f"cannot be opened ({e.strerror})"
+            if problem:
+                raise EngineError(
+                    f"the snapshot maps {src.path} at {op.start:#x}, but that file {problem}",
+                    "Nothing was changed; the process keeps running as it was. Restore a snapshot taken after that file changed",
+                )
+
+
+def _chdir(inj: Injector, path: str, scratch: int) -> None:
+    inj.check("chdir", _put_string(inj, scratch, path))
+
+
+def _drop_pages_born_since(fz: Frozen, maps: list[Mapping], pages: PageRuns) -> None:
+    """Pages with data now that had none at the snapshot go back to zero
+    (anonymous) or to the file's content (private file mappings)."""
+    runs: list[tuple[int, int]] = []
+    with Pagemap(fz.pid) as pagemap:
+        for m in maps:
+            if dumpable(m):
+                runs.extend(pagemap.runs(m.start, m.end, anon_only=m.is_file))
+    by_addr = sorted(maps, key=lambda m: m.start)
+    starts = [m.start for m in by_addr]
+    zeros = bytes(_ZERO_BY_WRITE_PAGES * PAGE_SIZE)
+    for vaddr, n in subtract_runs(runs, pages.runs):
+        owner = by_addr[bisect.bisect_right(starts, vaddr) - 1]
+        if not owner.is_file and n < _ZERO_BY_WRITE_PAGES:
+            fz.mem.write(vaddr, zeros[: n * PAGE_SIZE])
+        else:
+            fz.injector.check("madvise", vaddr, n * PAGE_SIZE, MADV_DONTNEED)

@@ -1,0 +1,122 @@
+"""One error hierarchy for the whole product.
+
+Every error carries a `remedy`: what the user can do about it. The CLI, the
+magics and the REST API show `str(error)`, which includes the remedy, so a
+message never ends at "what went wrong".
+"""
+
+from __future__ import annotations
+
+
+class ChkptError(Exception):
+    """Base class: `message` says what happened, `remedy` what to do."""
+
+    remedy: str = ""
+
+    def __init__(self, message: str, remedy: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if remedy is not None:
+            self.remedy = remedy
+
+    def __str__(self) -> str:
+        return f"{self.message}. {self.remedy}" if self.remedy else self.message
+
+
+# --- the target process -----------------------------------------------------
+
+
+class ProcessError(ChkptError):
+    """The target process cannot be acted on."""
+
+
+class ProcessNotFound(ProcessError):
+    remedy = "Check the PID (e.g. with `ps`); the process may have exited"
+
+
+class ProcessNotOwned(ProcessError):
+    remedy = "Run jupyter-chkpt as the user who owns the process; snapshots of other users' processes are refused"
+
+
+class ProcessIsZombie(ProcessError):
+    remedy = "The process has exited and only waits for its parent to reap it; there is nothing left to snapshot"
+
+
+class ProcessAlreadyTraced(ProcessError):
+    remedy = "Detach the other tracer (debugger, strace) first, then try again"
+
+
+class PtraceDenied(ProcessError):
+    remedy = (
+        "Allow tracing: the target can call prctl(PR_SET_PTRACER, helper_pid), or set "
+        "/proc/sys/kernel/yama/ptrace_scope to 0; run `jupyter-chkpt check` to see what this machine allows"
+    )
+
+
+class ProcessChanged(ProcessError):
+    """The process died or changed in a way the operation cannot cope with."""
+
+    remedy = "Take a new snapshot of the process as it is now"
+
+
+class WrongProcess(ProcessError):
+    remedy = "A snapshot can only be restored into the process it was taken from; list its snapshots with `jupyter-chkpt ls PID`"
+
+
+class ThreadsGone(ProcessError):
+    remedy = (
+        "Threads that existed at the snapshot have exited since and cannot be recreated yet; "
+        "restore a snapshot taken after they exited, or restart the process"
+    )
+
+
+class UnsupportedPlatform(ChkptError):
+    remedy = "jupyter-chkpt supports Linux on x86_64; run `jupyter-chkpt check` for details"
+
+
+# --- the engine ---------------------------------------------------------------
+
+
+class EngineError(ChkptError):
+    """A snapshot or restore step failed."""
+
+
+class SyscallInjectionFailed(EngineError):
+    remedy = "The target was left as it was; run `jupyter-chkpt check` and report the message if it persists"
+
+
+class RestoreFailed(EngineError):
+    """The restore failed; the target was rolled back to its state just before the restore."""
+
+    remedy = "The process was rolled back to the state it had just before the restore and keeps running"
+
+
+class RollbackFailed(EngineError):
+    remedy = "The process could not be put back after a failed restore and may misbehave: save what you can and restart it"
+
+
+# --- the store ------------------------------------------------------------------
+
+
+class StoreError(ChkptError):
+    """Snapshot storage problems."""
+
+
+class UnknownSnapshot(StoreError):
+    remedy = "List the available snapshots with `jupyter-chkpt ls`"
+
+
+class AmbiguousSnapshot(StoreError):
+    remedy = "Give more characters of the snapshot id"
+
+
+class CorruptSnapshot(StoreError):
+    remedy = "This snapshot cannot be used; delete it with `jupyter-chkpt rm ID` and restore another one"
+
+
+class StorePermissionError(StoreError):
+    remedy = "The snapshot directory must belong to you with mode 0700; fix its owner and mode or choose another with --store"
+
+
+class UnsupportedFormat(StoreError):
+    remedy = "The snapshot was written by a different version of jupyter-chkpt; use that version to restore it"

@@ -1,0 +1,171 @@
+"""The in-memory image of a process: what the engine dumps and restores.
+
+Pure data, shared by the engine (which fills and consumes it) and the store
+(which persists it). `ImageMeta` is everything but the page contents and maps
+one-to-one onto the manifest (docs/FORMAT.md); `PageRuns` holds the page
+contents as runs of contiguous pages in one buffer.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PAGE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """Identifies one process instance: a pid alone can be reused."""
+
+    pid: int
+    start_time: int  # /proc/PID/stat field 22, clock ticks since boot
+    boot_id: str
+    exe: str
+    uid: int
+
+    def same_process(self, other: ProcessIdentity) -> bool:
+        return (self.pid, self.start_time, self.boot_id) == (other.pid, other.start_time, other.boot_id)
+
+
+@dataclass
+class ThreadImage:
+    tid: int
+    regs: dict[str, int]  # user_regs_struct by field name, syscall restart already resolved
+    xstate: bytes  # raw NT_X86_XSTATE regset
+    sigmask: int
+    name: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tid": self.tid,
+            "name": self.name,
+            "regs": self.regs,
+            "xstate": base64.b64encode(self.xstate).decode(),
+            "sigmask": self.sigmask,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ThreadImage:
+        return cls(
+            tid=int(d["tid"]),
+            name=str(d.get("name", "")),
+            regs={str(k): int(v) for k, v in d["regs"].items()},
+            xstate=base64.b64decode(d["xstate"]),
+            sigmask=int(d["sigmask"]),
+        )
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One line of /proc/PID/maps."""
+
+    start: int
+    end: int
+    perms: str  # e.g. "rw-p"
+    offset: int
+    dev: str  # "major:minor" in hex, as in maps
+    inode: int
+    path: str  # "" for anonymous, "[heap]", "/usr/lib/...", "/memfd:x (deleted)", ...
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def shared(self) -> bool:
+        return self.perms[3] == "s"
+
+    @property
+    def readable(self) -> bool:
+        return self.perms[0] == "r"
+
+    @property
+    def is_file(self) -> bool:
+        return self.inode != 0
+
+    @property
+    def is_special(self) -> bool:
+        """Kernel-provided areas that are never dumped nor remapped."""
+        return self.path in ("[vvar]", "[vdso]", "[vsyscall]", "[vvar_vclock]", "[uprobes]")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Mapping:
+        return cls(**d)
+
+
+@dataclass
+class ImageMeta:
+    """Everything about a process image except the page contents."""
+
+    process: ProcessIdentity
+    brk: int
+    start_brk: int
+    cwd: str
+    threads: list[ThreadImage]
+    mappings: list[Mapping]
+    # engine figures (pause_s, bytes read, ...); informative only
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "process": asdict(self.process),
+            "brk": self.brk,
+            "start_brk": self.start_brk,
+            "cwd": self.cwd,
+            "threads": [t.to_json() for t in self.threads],
+            "mappings": [m.to_json() for m in self.mappings],
+            "stats": self.stats,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ImageMeta:
+        return cls(
+            process=ProcessIdentity(**d["process"]),
+            brk=int(d["brk"]),
+            start_brk=int(d["start_brk"]),
+            cwd=str(d["cwd"]),
+            threads=[ThreadImage.from_json(t) for t in d["threads"]],
+            mappings=[Mapping.from_json(m) for m in d["mappings"]],
+            stats=dict(d.get("stats", {})),
+        )
+
+
+@dataclass
+class PageRuns:
+    """Page contents: runs of contiguous pages laid end to end in `buffer`.
+
+    `runs` holds (vaddr, npages) sorted by vaddr and non-overlapping; run i
+    starts in `buffer` at the sum of the page counts before it. Pages not in
+    any run were not present at dump time (zero or unchanged file content).
+    """
+
+    buffer: memoryview
+    runs: list[tuple[int, int]]
+
+    @property
+    def npages(self) -> int:
+        return sum(n for _, n in self.runs)
+
+    @property
+    def nbytes(self) -> int:
+        return self.npages * PAGE_SIZE
+
+    def iter_runs(self) -> Iterator[tuple[int, memoryview]]:
+        """(vaddr, bytes of the run) for every run."""
+        off = 0
+        for vaddr, n in self.runs:
+            size = n * PAGE_SIZE
+            yield vaddr, self.buffer[off : off + size]
+            off += size
+
+    def iter_pages(self) -> Iterator[tuple[int, memoryview]]:
+        """(vaddr, 4 KiB page) for every page, in address order."""
+        for vaddr, data in self.iter_runs():
+            for i in range(0, len(data), PAGE_SIZE):
+                yield vaddr + i, data[i : i + PAGE_SIZE]

@@ -1,0 +1,72 @@
+"""Make a stopped thread execute system calls on our behalf.
+
+As CRIU's compel does, but without injecting code: point the thread's
+instruction pointer at a `syscall` instruction that already exists in the
+target (the vDSO always has one), load the number and arguments, single-step,
+read the result, and put the registers back.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from ..errors import SyscallInjectionFailed
+from .arch import current as arch
+from .maps import read_maps
+from .memory import ProcessMemory
+from .ptrace import Thread
+
+
+def find_syscall_gadget(pid: int, mem: ProcessMemory) -> int:
+    for mapping in read_maps(pid):
+        if mapping.path == "[vdso]":
+            code = mem.read(mapping.start, mapping.size)
+            at = code.find(arch.SYSCALL_INSN)
+            if at >= 0:
+                return mapping.start + at
+    raise SyscallInjectionFailed(f"PID {pid} has no syscall instruction in its [vdso]")
+
+
+class Injector:
+    """Runs syscalls in one stopped thread; its registers are unchanged afterwards."""
+
+    def __init__(self, thread: Thread, gadget: int, mem: ProcessMemory) -> None:
+        self.thread = thread
+        self.gadget = gadget
+        self.mem = mem
+
+    def call(self, name: str, *args: int) -> int:
+        """The raw result: a negative errno on failure."""
+        saved = self.thread.get_regs()
+        regs = arch.copy_regs(saved)
+        arch.load_syscall(regs, self.gadget, arch.SYS[name], args)
+        self.thread.set_regs(regs)
+        try:
+            self.thread.single_step()
+            result = self.thread.get_regs()
+            if arch.instruction_pointer(result) != self.gadget + len(arch.SYSCALL_INSN):
+                raise SyscallInjectionFailed(
+                    f"injected {name} in thread {self.thread.tid} stopped at "
+                    f"{arch.instruction_pointer(result):#x}, not after the syscall instruction"
+                )
+            return arch.syscall_result(result)
+        finally:
+            self.thread.set_regs(saved)
+
+    def check(self, name: str, *args: int) -> int:
+        """Like call(), raising on failure."""
+        result = self.call(name, *args)
+        if -4096 < result < 0:
+            raise SyscallInjectionFailed(
+                f"{name}({', '.join(hex(a) for a in args)}) in PID {self.thread.pid} failed: "
+                f"{os.strerror(-result)} ({errno.errorcode.get(-result, -result)})"
+            )
+        return result
+
+    def exit_thread(self) -> None:
+        """The thread runs exit(0): only it ends, the process goes on."""
+        regs = self.thread.get_regs()
+        arch.load_syscall(regs, self.gadget, arch.SYS["exit"], (0,))
+        self.thread.set_regs(regs)
+        self.thread.step_until_exit()

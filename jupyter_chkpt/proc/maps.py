@@ -1,0 +1,93 @@
+"""/proc/PID/maps and /proc/PID/pagemap."""
+
+from __future__ import annotations
+
+import os
+from array import array
+from collections.abc import Iterator
+
+from ..errors import ProcessNotFound
+from ..image import PAGE_SIZE, Mapping
+from .procfs import proc_path
+
+# pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst)
+PM_PRESENT = 1 << 63
+PM_SWAPPED = 1 << 62
+PM_FILE_OR_SHARED = 1 << 61
+
+_PAGEMAP_CHUNK = 1 << 16  # entries per read: 512 KiB of pagemap
+
+
+def parse_maps_line(line: str) -> Mapping:
+    parts = line.split(maxsplit=5)
+    start, end = parts[0].split("-")
+    return Mapping(
+        start=int(start, 16),
+        end=int(end, 16),
+        perms=parts[1],
+        offset=int(parts[2], 16),
+        dev=parts[3],
+        inode=int(parts[4]),
+        path=parts[5].rstrip("\n") if len(parts) > 5 else "",
+    )
+
+
+def read_maps(pid: int) -> list[Mapping]:
+    try:
+        with open(proc_path(pid, "maps")) as f:
+            return [parse_maps_line(line) for line in f]
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcessNotFound(f"no process with PID {pid}") from None
+
+
+class Pagemap:
+    """Page presence of another process, read in chunks."""
+
+    def __init__(self, pid: int) -> None:
+        self._fd = os.open(proc_path(pid, "pagemap"), os.O_RDONLY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Pagemap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def entries(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """(vaddr, entry) for every page in [start, end)."""
+        for chunk_start in range(start, end, _PAGEMAP_CHUNK * PAGE_SIZE):
+            chunk_end = min(end, chunk_start + _PAGEMAP_CHUNK * PAGE_SIZE)
+            count = (chunk_end - chunk_start) // PAGE_SIZE
+            raw = os.pread(self._fd, count * 8, chunk_start // PAGE_SIZE * 8)
+            values = array("Q")
+            values.frombytes(raw)
+            for i, entry in enumerate(values):
+                yield chunk_start + i * PAGE_SIZE, entry
+
+    def runs(self, start: int, end: int, *, anon_only: bool) -> list[tuple[int, int]]:
+        """Runs (vaddr, npages) of pages holding data of their own.
+
+        Present or swapped pages; with `anon_only`, only anonymous ones, which in
+        a private file mapping are exactly the pages that differ from the file.
+        """
+        runs: list[tuple[int, int]] = []
+        run_start = -1
+        prev = -1
+        for vaddr, entry in self.entries(start, end):
+            has_data = bool(entry & (PM_PRESENT | PM_SWAPPED)) and not (
+                anon_only and entry & PM_FILE_OR_SHARED
+            )
+            if has_data:
+                if run_start < 0:
+                    run_start = vaddr
+                prev = vaddr
+            elif run_start >= 0:
+                runs.append((run_start, (prev - run_start) // PAGE_SIZE + 1))
+                run_start = -1
+        if run_start >= 0:
+            runs.append((run_start, (prev - run_start) // PAGE_SIZE + 1))
+        return runs

@@ -1,0 +1,120 @@
+"""Readers for /proc/PID: who a process is, what state it is in, its threads."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+from ..errors import (
+    ProcessAlreadyTraced,
+    ProcessIsZombie,
+    ProcessNotFound,
+    ProcessNotOwned,
+)
+from ..image import ProcessIdentity
+
+
+def proc_path(pid: int, *parts: str) -> str:
+    return os.path.join("/proc", str(pid), *parts)
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str  # one letter, e.g. "S", "t", "Z"
+    uid: int  # real uid
+    tracer_pid: int
+
+
+def read_status(pid: int) -> Status:
+    fields: dict[str, str] = {}
+    try:
+        with open(proc_path(pid, "status")) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcessNotFound(f"no process with PID {pid}") from None
+    return Status(
+        state=fields["State"].split()[0],
+        uid=int(fields["Uid"].split()[0]),
+        tracer_pid=int(fields["TracerPid"]),
+    )
+
+
+def _stat_fields(pid: int) -> list[str]:
+    try:
+        with open(proc_path(pid, "stat")) as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcessNotFound(f"no process with PID {pid}") from None
+    # comm may contain spaces and parentheses: split after the last ')'.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+@cache
+def boot_id() -> str:
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+def identity(pid: int) -> ProcessIdentity:
+    fields = _stat_fields(pid)  # fields[0] is field 3 of stat(5)
+    try:
+        exe = os.readlink(proc_path(pid, "exe"))
+    except OSError:
+        exe = ""
+    return ProcessIdentity(
+        pid=pid,
+        start_time=int(fields[22 - 3]),
+        boot_id=boot_id(),
+        exe=exe,
+        uid=read_status(pid).uid,
+    )
+
+
+def start_brk(pid: int) -> int:
+    return int(_stat_fields(pid)[47 - 3])
+
+
+def thread_ids(pid: int) -> list[int]:
+    try:
+        return sorted(int(t) for t in os.listdir(proc_path(pid, "task")))
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcessNotFound(f"no process with PID {pid}") from None
+
+
+def thread_name(pid: int, tid: int) -> str:
+    try:
+        with open(proc_path(pid, "task", str(tid), "comm")) as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return ""
+
+
+def cwd(pid: int) -> str:
+    return os.readlink(proc_path(pid, "cwd"))
+
+
+def check_can_act_on(pid: int) -> Status:
+    """Refuse, with the reason, processes this user must not or cannot trace."""
+    if pid <= 0:
+        raise ProcessNotFound(f"{pid} is not a valid PID")
+    if pid == os.getpid():
+        raise ProcessNotOwned(f"PID {pid} is jupyter-chkpt itself", "A process cannot snapshot itself; run the helper as a separate process")
+    status = read_status(pid)
+    if status.uid != os.getuid():
+        raise ProcessNotOwned(f"PID {pid} belongs to uid {status.uid}, not to you (uid {os.getuid()})")
+    if status.state in ("Z", "X"):
+        raise ProcessIsZombie(f"PID {pid} is a zombie")
+    if status.tracer_pid != 0:
+        raise ProcessAlreadyTraced(f"PID {pid} is already traced by PID {status.tracer_pid} ({_comm(status.tracer_pid)})")
+    return status
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(proc_path(pid, "comm")) as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"

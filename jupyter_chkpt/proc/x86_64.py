@@ -1,0 +1,117 @@
+"""Everything specific to Linux on x86_64, in one place.
+
+Register layout, register sets, syscall numbers and calling convention, the
+syscall instruction, and the kernel's syscall-restart rules. A port to another
+architecture replaces this module (see `arch.py`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Final
+
+from ptrace.binding.linux_struct import user_regs_struct
+from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES
+
+NAME: Final = "x86_64"
+
+Regs = user_regs_struct
+REG_NAMES: Final[tuple[str, ...]] = tuple(name for name, _ in user_regs_struct._fields_)
+
+# PTRACE_GETREGSET note types (include/uapi/linux/elf.h)
+NT_PRSTATUS: Final = 1
+NT_X86_XSTATE: Final = 0x202
+# Large enough for AVX-512 and AMX tiles; the kernel reports the real size.
+XSTATE_MAX: Final = 16 * 1024
+
+SYSCALL_INSN: Final = b"\x0f\x05"
+
+# python-ptrace's table also lists the x32 ABI entries (512 and up) under the
+# same names: keep the native 64-bit numbers.
+SYS: Final[dict[str, int]] = {}
+for _nr, _name in sorted(SYSCALL_NAMES.items(), reverse=True):
+    SYS[_name] = _nr
+# Newer than python-ptrace's table.
+SYS.setdefault("pidfd_open", 434)
+SYS.setdefault("pidfd_getfd", 438)
+SYS.setdefault("process_madvise", 440)
+
+_U64: Final = (1 << 64) - 1
+
+ERESTARTSYS: Final = 512
+ERESTARTNOINTR: Final = 513
+ERESTARTNOHAND: Final = 514
+ERESTART_RESTARTBLOCK: Final = 516
+EINTR: Final = 4
+
+
+def signed(value: int) -> int:
+    value &= _U64
+    return value - (1 << 64) if value >> 63 else value
+
+
+def unsigned(value: int) -> int:
+    return value & _U64
+
+
+def regs_to_dict(regs: Regs) -> dict[str, int]:
+    return {name: int(getattr(regs, name)) for name in REG_NAMES}
+
+
+def regs_from_dict(values: dict[str, int]) -> Regs:
+    regs = Regs()
+    for name in REG_NAMES:
+        setattr(regs, name, unsigned(values[name]))
+    return regs
+
+
+def copy_regs(regs: Regs) -> Regs:
+    clone = Regs()
+    ctypes.pointer(clone)[0] = regs
+    return clone
+
+
+def instruction_pointer(regs: Regs) -> int:
+    return int(regs.rip)
+
+
+def stack_pointer(regs: Regs) -> int:
+    return int(regs.rsp)
+
+
+def resolve_syscall_restart(values: dict[str, int]) -> dict[str, int]:
+    """Make an interrupted syscall's restart explicit in the saved registers.
+
+    A thread stopped inside a syscall holds -ERESTART* in rax; the kernel
+    would restart the call using per-thread state we do not restore. As CRIU
+    does: rewind rip over the syscall instruction and reload rax with the
+    syscall number so the call re-executes when the thread resumes; the
+    restart-block variant (its state lives in the kernel) becomes -EINTR.
+    orig_rax = -1 then stops the kernel's own restart logic from firing on top.
+    """
+    out = dict(values)
+    if signed(out["orig_rax"]) >= 0:
+        ret = signed(out["rax"])
+        if ret in (-ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND):
+            out["rip"] = unsigned(out["rip"] - len(SYSCALL_INSN))
+            out["rax"] = out["orig_rax"]
+        elif ret == -ERESTART_RESTARTBLOCK:
+            out["rax"] = unsigned(-EINTR)
+    out["orig_rax"] = _U64
+    return out
+
+
+def load_syscall(regs: Regs, gadget: int, nr: int, args: tuple[int, ...]) -> None:
+    """Set up `regs` to execute syscall `nr` at the `syscall` instruction at `gadget`."""
+    if len(args) > 6:
+        raise ValueError("a syscall takes at most 6 arguments")
+    regs.rax = nr
+    for reg, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
+        setattr(regs, reg, unsigned(value))
+    regs.rip = gadget
+    # -1: we are not inside a syscall, so the kernel must not try to restart one.
+    regs.orig_rax = _U64
+
+
+def syscall_result(regs: Regs) -> int:
+    return signed(int(regs.rax))
