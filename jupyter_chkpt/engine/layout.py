@@ -8,6 +8,7 @@ merges and splits VMAs freely, so only what each address maps to matters.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -88,9 +89,11 @@ def plan(snapshot: list[Mapping], current: list[Mapping]) -> list[Op]:
     """The operations that turn `current` into `snapshot`; empty when they match."""
     want, have = _Index(snapshot), _Index(current)
     stack = next((m for m in want.maps if m.path == "[stack]"), None)
-    edges = sorted({m.start for m in want.maps + have.maps} | {m.end for m in want.maps + have.maps})
+    edges = sorted(
+        {m.start for m in want.maps + have.maps} | {m.end for m in want.maps + have.maps}
+    )
     ops: list[Op] = []
-    for a, b in zip(edges, edges[1:], strict=False):
+    for a, b in itertools.pairwise(edges):
         w, h = want.at(a), have.at(a)
         if w is None and h is None:
             continue
@@ -149,7 +152,9 @@ def describe(ops: list[Op]) -> str:
     return ", ".join(parts)
 
 
-def subtract_runs(have: list[tuple[int, int]], keep: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def subtract_runs(
+    have: list[tuple[int, int]], keep: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
     """Page runs (vaddr, npages) in `have` that are not in `keep`; both sorted."""
     out: list[tuple[int, int]] = []
     j = 0

@@ -98,7 +98,9 @@ def restore(pid: int, store: Store, ref: str) -> RestoreResult:
 def restore_frozen(fz: Frozen, meta: ImageMeta, pages: PageRuns, result: RestoreResult) -> None:
     gone = sorted(t.tid for t in meta.threads if t.tid not in fz.group.threads)
     if gone:
-        raise ThreadsGone(f"threads {', '.join(map(str, gone))} of PID {fz.pid} existed at the snapshot but have exited since")
+        raise ThreadsGone(
+            f"threads {', '.join(map(str, gone))} of PID {fz.pid} existed at the snapshot but have exited since"
+        )
     _check_files(plan(meta.mappings, read_maps(fz.pid)))
 
     safety, safety_pages = capture(fz, _safety)
@@ -112,7 +114,9 @@ def restore_frozen(fz: Frozen, meta: ImageMeta, pages: PageRuns, result: Restore
         try:
             _apply(fz, safety, safety_pages, RestoreResult(snapshot_id="safety", pid=fz.pid))
         except Exception as second:
-            raise RollbackFailed(f"restoring PID {fz.pid} failed ({error}) and so did rolling it back ({second})") from second
+            raise RollbackFailed(
+                f"restoring PID {fz.pid} failed ({error}) and so did rolling it back ({second})"
+            ) from second
         reason = error.message if isinstance(error, ChkptError) else str(error)
         raise RestoreFailed(f"could not restore PID {fz.pid}: {reason}") from error
 
@@ -183,7 +187,9 @@ def _set_brk(inj: Injector, target: int, snapshot_maps: list[Mapping], pid: int)
             inj.check("munmap", op.start, op.end - op.start)
     got = inj.call("brk", target)
     if got != target:
-        raise EngineError(f"the kernel set the program break to {got:#x}, not the snapshot's {target:#x}")
+        raise EngineError(
+            f"the kernel set the program break to {got:#x}, not the snapshot's {target:#x}"
+        )
 
 
 def _execute(inj: Injector, op: Op, scratch: int) -> None:
@@ -201,13 +207,23 @@ def _map(inj: Injector, op: Map, scratch: int) -> None:
     prot = prot_of(src.perms)
     share = MAP_SHARED if src.shared else MAP_PRIVATE
     if not src.is_file:
-        got = inj.check("mmap", op.start, op.end - op.start, prot, share | MAP_FIXED | MAP_ANONYMOUS, arch.unsigned(-1), 0)
+        got = inj.check(
+            "mmap",
+            op.start,
+            op.end - op.start,
+            prot,
+            share | MAP_FIXED | MAP_ANONYMOUS,
+            arch.unsigned(-1),
+            0,
+        )
     else:
         mode = O_RDWR if src.shared and "w" in src.perms else O_RDONLY
         path = _put_string(inj, scratch, src.path)
         fd = inj.check("openat", arch.unsigned(AT_FDCWD), path, mode | O_CLOEXEC, 0)
         try:
-            got = inj.check("mmap", op.start, op.end - op.start, prot, share | MAP_FIXED, fd, op.file_offset)
+            got = inj.check(
+                "mmap", op.start, op.end - op.start, prot, share | MAP_FIXED, fd, op.file_offset
+            )
         finally:
             inj.call("close", fd)
     if got != op.start:
@@ -222,7 +238,10 @@ def _check_files(ops: list[Op]) -> None:
             problem = ""
             try:
                 st = os.stat(src.path)
-                if st.st_ino != src.inode or f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}" != src.dev:
+                if (
+                    st.st_ino != src.inode
+                    or f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}" != src.dev
+                ):
                     problem = "has been replaced by another file"
             except OSError as e:
                 problem = f"cannot be opened ({e.strerror})"

@@ -14,4 +14,6 @@ __all__ = ["current", "require_supported"]
 def require_supported() -> None:
     machine = platform.machine()
     if not sys.platform.startswith("linux") or machine != current.NAME:
-        raise UnsupportedPlatform(f"this is {sys.platform} on {machine}, not Linux on {current.NAME}")
+        raise UnsupportedPlatform(
+            f"this is {sys.platform} on {machine}, not Linux on {current.NAME}"
+        )

@@ -7,6 +7,7 @@ calls run at memory-copy speed once the destination buffer is faulted in.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 
@@ -44,7 +45,9 @@ class ProcessMemory:
             try:
                 got = os.preadv(self._fd, [dest[done : done + n]], vaddr + done)
             except OSError as e:
-                raise EngineError(f"cannot read memory of PID {self.pid} at {vaddr + done:#x}: {e.strerror}") from e
+                raise EngineError(
+                    f"cannot read memory of PID {self.pid} at {vaddr + done:#x}: {e.strerror}"
+                ) from e
             if got <= 0:
                 raise EngineError(f"short read of PID {self.pid} memory at {vaddr + done:#x}")
             done += got
@@ -62,7 +65,9 @@ class ProcessMemory:
             try:
                 put = os.pwrite(self._fd, view[done : done + n], vaddr + done)
             except OSError as e:
-                raise EngineError(f"cannot write memory of PID {self.pid} at {vaddr + done:#x}: {e.strerror}") from e
+                raise EngineError(
+                    f"cannot write memory of PID {self.pid} at {vaddr + done:#x}: {e.strerror}"
+                ) from e
             if put <= 0:
                 raise EngineError(f"short write of PID {self.pid} memory at {vaddr + done:#x}")
             done += put
@@ -87,9 +92,7 @@ class StagingBuffer:
 
     def release(self) -> None:
         if self._map is not None:
-            try:
+            # BufferError: a view is still exported; the map is freed when it goes.
+            with contextlib.suppress(BufferError):
                 self._map.close()
-            except BufferError:
-                # A view is still exported; the map is freed when it goes.
-                pass
             self._map = None

@@ -101,14 +101,21 @@ def check_can_act_on(pid: int) -> Status:
     if pid <= 0:
         raise ProcessNotFound(f"{pid} is not a valid PID")
     if pid == os.getpid():
-        raise ProcessNotOwned(f"PID {pid} is jupyter-chkpt itself", "A process cannot snapshot itself; run the helper as a separate process")
+        raise ProcessNotOwned(
+            f"PID {pid} is jupyter-chkpt itself",
+            "A process cannot snapshot itself; run the helper as a separate process",
+        )
     status = read_status(pid)
     if status.uid != os.getuid():
-        raise ProcessNotOwned(f"PID {pid} belongs to uid {status.uid}, not to you (uid {os.getuid()})")
+        raise ProcessNotOwned(
+            f"PID {pid} belongs to uid {status.uid}, not to you (uid {os.getuid()})"
+        )
     if status.state in ("Z", "X"):
         raise ProcessIsZombie(f"PID {pid} is a zombie")
     if status.tracer_pid != 0:
-        raise ProcessAlreadyTraced(f"PID {pid} is already traced by PID {status.tracer_pid} ({_comm(status.tracer_pid)})")
+        raise ProcessAlreadyTraced(
+            f"PID {pid} is already traced by PID {status.tracer_pid} ({_comm(status.tracer_pid)})"
+        )
     return status
 
 

@@ -163,8 +163,12 @@ def _seize(pid: int, tid: int) -> Thread | None:
         if e.errno == errno.ESRCH:
             return None
         if e.errno == errno.EPERM:
-            raise PtraceDenied(f"the kernel refused to let us trace thread {tid}: {os.strerror(e.errno)}") from None
-        raise EngineError(f"PTRACE_SEIZE of thread {tid} failed: {os.strerror(e.errno or 0)}") from None
+            raise PtraceDenied(
+                f"the kernel refused to let us trace thread {tid}: {os.strerror(e.errno)}"
+            ) from None
+        raise EngineError(
+            f"PTRACE_SEIZE of thread {tid} failed: {os.strerror(e.errno or 0)}"
+        ) from None
     thread = Thread(pid, tid)
     try:
         _call(PTRACE_INTERRUPT, tid)

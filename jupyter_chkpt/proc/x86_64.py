@@ -8,14 +8,15 @@ architecture replaces this module (see `arch.py`).
 from __future__ import annotations
 
 import ctypes
-from typing import Final
+from typing import Final, TypeAlias
 
 from ptrace.binding.linux_struct import user_regs_struct
 from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES
 
 NAME: Final = "x86_64"
 
-Regs = user_regs_struct
+# python-ptrace is untyped: to mypy the register struct is Any.
+Regs: TypeAlias = user_regs_struct
 REG_NAMES: Final[tuple[str, ...]] = tuple(name for name, _ in user_regs_struct._fields_)
 
 # PTRACE_GETREGSET note types (include/uapi/linux/elf.h)

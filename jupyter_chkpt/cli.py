@@ -1,0 +1,268 @@
+"""The `jupyter-chkpt` command line (also `jupyter chkpt`, `python -m jupyter_chkpt`).
+
+One Command class per subcommand; each adds its arguments and runs with the
+parsed namespace. Errors from the ChkptError hierarchy print their message
+(which carries the remedy) and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from typing import Any, ClassVar
+
+from . import __version__
+from .errors import ChkptError
+
+EXIT_ERROR = 1
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+class Command:
+    name: ClassVar[str]
+    help: ClassVar[str]
+    uses_store: ClassVar[bool] = True
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        pass
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+    @staticmethod
+    def store(args: argparse.Namespace) -> Any:
+        from .store import Store
+
+        return Store(args.store)
+
+
+class CheckCommand(Command):
+    name = "check"
+    help = "show what this machine allows; exit status 1 if snapshots cannot work here"
+    uses_store = False
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .proc.capabilities import probe, snapshots_possible
+
+        caps = probe()
+        possible = snapshots_possible(caps)
+        if args.json:
+            _print_json(
+                {"snapshots_possible": possible, "capabilities": [c.__dict__ for c in caps]}
+            )
+        else:
+            rows = [
+                [
+                    c.name,
+                    "yes" if c.ok else "NO",
+                    "required" if c.required else "optional",
+                    c.detail,
+                ]
+                for c in caps
+            ]
+            _table(rows, ["CAPABILITY", "OK", "", "DETAIL"])
+            print()
+            print(
+                "Snapshots work on this machine."
+                if possible
+                else "Snapshots cannot work on this machine (see the required rows marked NO)."
+            )
+        return 0 if possible else EXIT_ERROR
+
+
+class SnapshotCommand(Command):
+    name = "snapshot"
+    help = "snapshot a running process; prints the new snapshot's id"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("pid", type=int, help="the process to snapshot (yours)")
+        parser.add_argument("--label", default="", help="a label to find the snapshot by later")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .engine import checkpoint
+
+        info = checkpoint(args.pid, self.store(args), label=args.label)
+        if args.json:
+            _print_json(
+                {
+                    **info.to_json(),
+                    "bytes": info.mem_bytes,
+                    "pause_s": info.stats.get("pause_s"),
+                }
+            )
+        else:
+            print(info.id)
+        return 0
+
+
+class RestoreCommand(Command):
+    name = "restore"
+    help = "return a running process, in place, to a snapshot's state"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "pid", type=int, help="the process to restore (the one the snapshot was taken from)"
+        )
+        parser.add_argument("snapshot", help="snapshot id (or a unique prefix of it)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .engine import restore
+
+        result = restore(args.pid, self.store(args), args.snapshot)
+        if args.json:
+            _print_json(result.to_json())
+        else:
+            print(
+                f"restored PID {result.pid} to snapshot {result.snapshot_id} (paused {result.pause_s:.3f} s)"
+            )
+            for note in result.notes:
+                print(f"note: {note}")
+        return 0
+
+
+class LsCommand(Command):
+    name = "ls"
+    help = "list snapshots (of one process, with PID)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("pid", type=int, nargs="?", help="only the snapshots of this process")
+
+    def run(self, args: argparse.Namespace) -> int:
+        infos = self.store(args).list(args.pid)
+        if args.json:
+            _print_json([i.to_json() for i in infos])
+            return 0
+        rows = [
+            [
+                i.id,
+                str(i.pid),
+                datetime.datetime.fromtimestamp(i.created).strftime("%Y-%m-%d %H:%M:%S"),
+                _human(i.mem_bytes),
+                _human(i.stored_bytes),
+                i.label,
+            ]
+            for i in infos
+        ]
+        _table(rows, ["ID", "PID", "CREATED", "MEMORY", "STORED", "LABEL"])
+        return 0
+
+
+class ShowCommand(Command):
+    name = "show"
+    help = "print a snapshot's manifest as JSON"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("snapshot", help="snapshot id (or a unique prefix of it)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        store = self.store(args)
+        _print_json(store.manifest(store.resolve(args.snapshot)))
+        return 0
+
+
+class RmCommand(Command):
+    name = "rm"
+    help = "delete snapshots (their pages go at the next gc)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "snapshots", nargs="+", metavar="ID", help="snapshot ids (or unique prefixes)"
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        store = self.store(args)
+        ids = [store.resolve(ref) for ref in args.snapshots]
+        for snap_id in ids:
+            store.delete(snap_id)
+        if args.json:
+            _print_json({"deleted": ids})
+        else:
+            for snap_id in ids:
+                print(f"deleted {snap_id}")
+        return 0
+
+
+class GcCommand(Command):
+    name = "gc"
+    help = "free the space of pages no snapshot uses any more"
+
+    def run(self, args: argparse.Namespace) -> int:
+        result = self.store(args).gc()
+        if args.json:
+            _print_json(result.__dict__)
+        else:
+            print(
+                f"removed {result.packs_removed} packs, rewrote {result.packs_rewritten}, "
+                f"freed {_human(result.bytes_freed)}"
+            )
+        return 0
+
+
+COMMANDS: list[type[Command]] = [
+    CheckCommand,
+    SnapshotCommand,
+    RestoreCommand,
+    LsCommand,
+    ShowCommand,
+    RmCommand,
+    GcCommand,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jupyter-chkpt",
+        description="Snapshot a running process and restore it in place.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cls in COMMANDS:
+        command = cls()
+        p = sub.add_parser(cls.name, help=cls.help, description=cls.help)
+        command.add_arguments(p)
+        if cls.uses_store:
+            p.add_argument(
+                "--store",
+                metavar="DIR",
+                help="snapshot store directory (default: under the Jupyter data directory)",
+            )
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(handler=command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler.run(args))
+    except ChkptError as e:
+        print(f"jupyter-chkpt: error: {e}", file=sys.stderr)
+        if args.json:
+            _print_json({"error": str(e), "type": type(e).__name__})
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
