@@ -125,25 +125,37 @@ def _apply(fz: Frozen, meta: ImageMeta, pages: PageRuns, result: RestoreResult) 
     inj = fz.injector
     scratch = _scratch(fz)
 
+    # Threads born after the snapshot must exit while their own memory is
+    # still mapped: the kernel touches their rseq area and stack when they
+    # resume, and their exit writes clear_child_tid. Layout changes that
+    # touch those pages wait until the threads are gone.
+    leaving = sorted(set(fz.group.threads) - {t.tid for t in meta.threads})
+    busy = _pages_in_use(fz, leaving)
+
     # Layout. brk first: glibc's idea of the break lives in memory we are
     # about to restore, and the kernel must agree with it.
     _set_brk(inj, meta.brk, meta.mappings, fz.pid)
     ops = plan(meta.mappings, read_maps(fz.pid))
     result.layout_ops += len(ops)
-    for op in sorted(ops, key=lambda o: (not isinstance(o, Unmap), not isinstance(o, Protect))):
+    deferred = [op for op in ops if any(op.start < end and start < op.end for start, end in busy)]
+    for op in _ordered([op for op in ops if op not in deferred]):
         _execute(inj, op, scratch)
     left = plan(meta.mappings, read_maps(fz.pid))
-    if left:
+    if left != deferred:
         raise EngineError(f"the address space still differs from the snapshot's: {describe(left)}")
 
     _chdir(inj, meta.cwd, scratch)
 
-    # Point of no return: threads born after the snapshot leave. Their exit
-    # writes into their own memory (clear_child_tid), so it precedes the writes.
-    for tid in sorted(set(fz.group.threads) - {t.tid for t in meta.threads}):
+    # Point of no return.
+    for tid in leaving:
         Injector(fz.group.threads[tid], inj.gadget, fz.mem).exit_thread()
         fz.group.forget(tid)
         result.threads_exited.append(tid)
+    for op in _ordered(deferred):
+        _execute(inj, op, scratch)
+    left = plan(meta.mappings, read_maps(fz.pid))
+    if left:
+        raise EngineError(f"the address space still differs from the snapshot's: {describe(left)}")
 
     _drop_pages_born_since(fz, meta.mappings, pages)
     for vaddr, data in pages.iter_runs():
@@ -155,6 +167,22 @@ def _apply(fz: Frozen, meta: ImageMeta, pages: PageRuns, result: RestoreResult) 
         thread.set_regs(arch.regs_from_dict(image.regs))
         thread.set_xstate(image.xstate)
         thread.set_sigmask(image.sigmask)
+
+
+def _ordered(ops: list[Op]) -> list[Op]:
+    """Unmaps first (they make room), then mprotects, then maps."""
+    return sorted(ops, key=lambda o: (not isinstance(o, Unmap), not isinstance(o, Protect)))
+
+
+def _pages_in_use(fz: Frozen, tids: list[int]) -> list[tuple[int, int]]:
+    """Address ranges the given threads need to exit cleanly: TCB and stack top."""
+    ranges = []
+    for tid in tids:
+        regs = fz.group.threads[tid].get_regs()
+        for addr in (arch.thread_pointer(regs), arch.stack_pointer(regs)):
+            page = addr & ~(PAGE_SIZE - 1)
+            ranges.append((page - PAGE_SIZE, page + 2 * PAGE_SIZE))
+    return ranges
 
 
 def _scratch(fz: Frozen) -> int:

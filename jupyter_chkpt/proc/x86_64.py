@@ -80,6 +80,11 @@ def stack_pointer(regs: Regs) -> int:
     return int(regs.rsp)
 
 
+def thread_pointer(regs: Regs) -> int:
+    """The TLS base; glibc keeps the thread's TCB (with its rseq area) there."""
+    return int(regs.fs_base)
+
+
 def resolve_syscall_restart(values: dict[str, int]) -> dict[str, int]:
     """Make an interrupted syscall's restart explicit in the saved registers.
 
