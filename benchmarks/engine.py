@@ -54,7 +54,9 @@ def memcpy_seconds(nbytes: int, repeat: int) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--mib", type=int, default=1024, help="live data in the target (MiB)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--store", help="store directory (default: a temporary one)")
@@ -110,15 +112,29 @@ def main() -> int:
         ("plain memory copy, same bytes", f"{copy:.3f} s", "1.0x"),
         ("snapshot: target frozen", f"{pause:.3f} s", f"{pause / copy:.1f}x"),
         ("snapshot: dump throughput while frozen", f"{gib / pause:.2f} GiB/s", ""),
-        ("snapshot: hash+compress+commit, all pages new", f"{commit_new:.3f} s", f"{commit_new / copy:.1f}x"),
-        ("snapshot: hash+dedup+commit, pages unchanged", f"{commit_dedup:.3f} s", f"{commit_dedup / copy:.1f}x"),
-        ("stored bytes, first snapshot", f"{first.stored_bytes / (1 << 20):.1f} MiB", f"{first.stored_bytes / nbytes:.2f} of dumped"),
+        (
+            "snapshot: hash+compress+commit, all pages new",
+            f"{commit_new:.3f} s",
+            f"{commit_new / copy:.1f}x",
+        ),
+        (
+            "snapshot: hash+dedup+commit, pages unchanged",
+            f"{commit_dedup:.3f} s",
+            f"{commit_dedup / copy:.1f}x",
+        ),
+        (
+            "stored bytes, first snapshot",
+            f"{first.stored_bytes / (1 << 20):.1f} MiB",
+            f"{first.stored_bytes / nbytes:.2f} of dumped",
+        ),
         ("stored bytes, next snapshots (dedup)", f"{dedup_stored / (1 << 20):.1f} MiB", ""),
         ("restore: target frozen", f"{rpause:.3f} s", f"{rpause / copy:.1f}x"),
         ("restore: total incl. load+verify", f"{rtotal:.3f} s", f"{rtotal / copy:.1f}x"),
     ]
     width = max(len(r[0]) for r in rows)
-    print(f"jupyter-chkpt engine benchmark ({args.repeat} snapshot/restore cycles; best of them unless noted)")
+    print(
+        f"jupyter-chkpt engine benchmark ({args.repeat} snapshot/restore cycles; best of them unless noted)"
+    )
     for name, value, ratio in rows:
         print(f"  {name:<{width}}  {value:>12}  {ratio}")
     return 0

@@ -36,8 +36,20 @@ def test_regs_round_trip_and_syscall_loading() -> None:
     assert arch.regs_to_dict(r) == values
     arch.load_syscall(r, 0x5000, arch.SYS["mmap"], (1, 2, 3, 4, 5, -1))
     out = arch.regs_to_dict(r)
-    assert (out["rax"], out["rip"], out["rdi"], out["r10"], out["r9"], out["orig_rax"]) == (9, 0x5000, 1, 4, U64, U64)
+    assert (out["rax"], out["rip"], out["rdi"], out["r10"], out["r9"], out["orig_rax"]) == (
+        9,
+        0x5000,
+        1,
+        4,
+        U64,
+        U64,
+    )
 
 
 def test_native_syscall_numbers() -> None:
-    assert (arch.SYS["rt_sigaction"], arch.SYS["brk"], arch.SYS["exit"], arch.SYS["openat"]) == (13, 12, 60, 257)
+    assert (arch.SYS["rt_sigaction"], arch.SYS["brk"], arch.SYS["exit"], arch.SYS["openat"]) == (
+        13,
+        12,
+        60,
+        257,
+    )

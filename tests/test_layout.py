@@ -37,7 +37,9 @@ def test_grown_mapping_is_trimmed_and_missing_part_mapped() -> None:
 
 
 def test_protection_change_is_mprotect() -> None:
-    assert plan([anon(1, 10)], [anon(1, 4), anon(4, 6, "r--p"), anon(6, 10)]) == [Protect(4 * P, 6 * P, "rw-p")]
+    assert plan([anon(1, 10)], [anon(1, 4), anon(4, 6, "r--p"), anon(6, 10)]) == [
+        Protect(4 * P, 6 * P, "rw-p")
+    ]
 
 
 def test_different_file_or_offset_is_remapped() -> None:
