@@ -88,7 +88,9 @@ class SyscallInjectionFailed(EngineError):
 class RestoreFailed(EngineError):
     """The restore failed; the target was rolled back to its state just before the restore."""
 
-    remedy = "The process was rolled back to the state it had just before the restore and keeps running"
+    remedy = (
+        "The process was rolled back to the state it had just before the restore and keeps running"
+    )
 
 
 class RollbackFailed(EngineError):
@@ -111,7 +113,9 @@ class AmbiguousSnapshot(StoreError):
 
 
 class CorruptSnapshot(StoreError):
-    remedy = "This snapshot cannot be used; delete it with `jupyter-chkpt rm ID` and restore another one"
+    remedy = (
+        "This snapshot cannot be used; delete it with `jupyter-chkpt rm ID` and restore another one"
+    )
 
 
 class StorePermissionError(StoreError):

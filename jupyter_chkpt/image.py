@@ -27,7 +27,11 @@ class ProcessIdentity:
     uid: int
 
     def same_process(self, other: ProcessIdentity) -> bool:
-        return (self.pid, self.start_time, self.boot_id) == (other.pid, other.start_time, other.boot_id)
+        return (self.pid, self.start_time, self.boot_id) == (
+            other.pid,
+            other.start_time,
+            other.boot_id,
+        )
 
 
 @dataclass

@@ -1,0 +1,123 @@
+"""Where the store lives, who may read it, durable file writes, and the store lock.
+
+Everything under the root is private to its owner: the root is 0700 and every
+file 0600, because snapshots hold the complete memory of a process (secrets,
+tokens, data). See docs/FORMAT.md for the layout.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_data_dir
+
+from ..errors import StorePermissionError
+
+ROOT_ENV = "JUPYTER_CHKPT_STORE"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+PACKS = "packs"
+SNAPSHOTS = "snapshots"
+LOCK = "lock"
+TMP_PREFIX = ".tmp-"  # a snapshot being committed
+DEL_PREFIX = ".del-"  # a snapshot being deleted
+TMP_SUFFIX = ".tmp"  # a file being replaced
+
+ID_RE = re.compile(r"[0-9a-f]{8}")
+
+
+def resolve_root(root: str | os.PathLike[str] | None) -> Path:
+    """The constructor argument wins over $JUPYTER_CHKPT_STORE, which wins over the default."""
+    if root is None:
+        root = os.environ.get(ROOT_ENV) or Path(jupyter_data_dir()) / "chkpt" / "store"
+    return Path(root).expanduser().absolute()
+
+
+def prepare_root(root: Path) -> None:
+    """Create the store or check an existing one: ours, 0700, with its subdirectories."""
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with suppress(FileExistsError):
+            os.mkdir(root, DIR_MODE)
+        st = os.stat(root)
+        if not stat.S_ISDIR(st.st_mode):
+            raise StorePermissionError(f"snapshot store {root} is not a directory")
+        if st.st_uid != os.geteuid():
+            raise StorePermissionError(
+                f"snapshot store {root} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()})"
+            )
+        if stat.S_IMODE(st.st_mode) != DIR_MODE:
+            os.chmod(root, DIR_MODE)
+        for sub in (PACKS, SNAPSHOTS):
+            with suppress(FileExistsError):
+                os.mkdir(root / sub, DIR_MODE)
+        os.close(os.open(root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+    except PermissionError as e:
+        raise StorePermissionError(f"cannot use snapshot store {root}: {e.strerror}") from None
+
+
+@contextmanager
+def locked(root: Path, *, exclusive: bool) -> Iterator[None]:
+    """flock on <root>/lock: shared for readers, exclusive for writers.
+
+    Each call opens its own file description, so threads of one process
+    exclude each other exactly like separate processes do.
+    """
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_file(path: Path, data: bytes | memoryview) -> None:
+    """Create a new 0600 file with `data` and fsync it; refuses to overwrite."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_file(path: Path, data: bytes | memoryview) -> None:
+    """Atomically (re)place `path`: readers see the old content or the new, never a mix."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames and unlinks in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def tree_size(path: Path) -> int:
+    """Bytes in the regular files under `path` (or of `path` itself)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum((Path(d) / f).stat().st_size for d, _, files in os.walk(path) for f in files)

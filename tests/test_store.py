@@ -1,0 +1,505 @@
+"""The snapshot store on real files: round trips, dedup, gc, corruption, crashes, permissions."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import stat
+from pathlib import Path
+
+import pytest
+
+from jupyter_chkpt.errors import (
+    AmbiguousSnapshot,
+    CorruptSnapshot,
+    StorePermissionError,
+    UnknownSnapshot,
+    UnsupportedFormat,
+)
+from jupyter_chkpt.image import (
+    PAGE_SIZE,
+    ImageMeta,
+    Mapping,
+    PageRuns,
+    ProcessIdentity,
+    ThreadImage,
+)
+from jupyter_chkpt.store import GcResult, SnapshotInfo, Store
+
+HEAP = 0x5555_0000_0000
+STACK = 0x7FFD_0000_0000
+
+
+def make_store(root: Path) -> Store:
+    return Store(root, frame_pages=8, threads=2)  # small frames: many of them
+
+
+def make_meta(pid: int = 4242) -> ImageMeta:
+    return ImageMeta(
+        process=ProcessIdentity(
+            pid=pid, start_time=777, boot_id="b00t", exe="/usr/bin/python3", uid=os.getuid()
+        ),
+        brk=HEAP + 0x100000,
+        start_brk=HEAP,
+        cwd="/home/u",
+        threads=[
+            ThreadImage(
+                tid=pid,
+                regs={"rip": 0x401000, "rsp": STACK + 0x8000, "rax": 2**64 - 1},
+                xstate=bytes(range(256)) * 4,
+                sigmask=0,
+                name="python3",
+            )
+        ],
+        mappings=[
+            Mapping(HEAP, HEAP + 0x100000, "rw-p", 0, "00:00", 0, "[heap]"),
+            Mapping(STACK, STACK + 0x10000, "rw-p", 0, "00:00", 0, "[stack]"),
+        ],
+        stats={"pause_s": 0.012},
+    )
+
+
+def random_pages(n: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(PAGE_SIZE) for _ in range(n)]
+
+
+def make_pages(runs: list[tuple[int, int]], contents: list[bytes]) -> PageRuns:
+    assert sum(n for _, n in runs) == len(contents)
+    return PageRuns(memoryview(bytearray(b"".join(contents))), runs)
+
+
+def image(seed: int = 1, n: int = 40) -> PageRuns:
+    """`n` heap pages in two runs (with repeats and zero pages) plus two stack pages."""
+    contents = random_pages(n, seed)
+    contents[5] = contents[6] = bytes(PAGE_SIZE)
+    contents[7] = contents[3]
+    contents += random_pages(2, seed + 1000)
+    half = n // 2
+    return make_pages(
+        [(HEAP, half), (HEAP + (half + 3) * PAGE_SIZE, n - half), (STACK + 0x4000, 2)], contents
+    )
+
+
+def assert_same(a: PageRuns, b: PageRuns) -> None:
+    assert a.runs == b.runs
+    assert bytes(a.buffer[: a.nbytes]) == bytes(b.buffer[: b.nbytes])
+
+
+def pack_files(root: Path, ext: str) -> list[Path]:
+    return sorted((root / "packs").glob(f"*.{ext}"))
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    meta, pages = make_meta(), image()
+    info = store.commit(meta, pages, label="first")
+    assert isinstance(info, SnapshotInfo)
+    assert len(info.id) == 8 and int(info.id, 16) >= 0
+    assert (info.pid, info.label, info.parent) == (4242, "first", None)
+    assert (info.npages, info.mem_bytes) == (42, 42 * PAGE_SIZE)
+    assert info.new_pages == 40  # 42 minus one repeated zero page and one repeated page
+    assert info.stats == {"pause_s": 0.012}
+
+    loaded_meta, loaded = store.load(info.id)
+    assert loaded_meta == meta
+    assert_same(loaded, pages)
+    assert store.load_meta(info.id) == meta
+    assert store.info(info.id) == info
+    assert json.loads(json.dumps(info.to_json()))["id"] == info.id
+    m = store.manifest(info.id)
+    assert (m["format"], m["version"], m["id"]) == ("jupyter-chkpt-snapshot", "1.0", info.id)
+
+
+def test_round_trip_from_a_fresh_store_object(tmp_path: Path) -> None:
+    info = make_store(tmp_path / "s").commit(make_meta(), image())
+    _, loaded = Store(tmp_path / "s").load(info.id)
+    assert_same(loaded, image())
+
+
+def test_empty_image(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), PageRuns(memoryview(b""), []))
+    assert (info.npages, info.stored_bytes) == (0, 0)
+    _, pages = store.load(info.id)
+    assert (pages.runs, len(pages.buffer)) == ([], 0)
+
+
+def test_runs_come_back_maximal_within_mappings(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    meta = make_meta()
+    end = meta.mappings[0].end
+    meta.mappings.append(Mapping(end, end + 0x4000, "r--p", 0, "00:00", 0, ""))
+    contents = random_pages(6, 3)
+    # split inside the heap by the engine, contiguous across the heap's end
+    pages = make_pages([(end - 4 * PAGE_SIZE, 2), (end - 2 * PAGE_SIZE, 4)], contents)
+    _, loaded = store.load(store.commit(meta, pages).id)
+    assert loaded.runs == [(end - 4 * PAGE_SIZE, 4), (end, 2)]
+    assert bytes(loaded.buffer) == b"".join(contents)
+
+
+def test_bad_input_is_refused(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    contents = random_pages(4, 1)
+    with pytest.raises(ValueError):
+        store.commit(make_meta(), make_pages([(HEAP + 8, 4)], contents))
+    with pytest.raises(ValueError):
+        store.commit(make_meta(), make_pages([(HEAP, 2), (HEAP + PAGE_SIZE, 2)], contents))
+    with pytest.raises(ValueError):
+        store.commit(make_meta(), PageRuns(memoryview(bytes(PAGE_SIZE)), [(HEAP, 2)]))
+    with pytest.raises(ValueError):
+        store.commit(make_meta(), make_pages([(HEAP, 4)], contents), parent="nope")
+    assert store.list() == []
+
+
+def test_dedup_across_snapshots(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    first = store.commit(make_meta(), image())
+    before = store.usage()
+    second = store.commit(make_meta(), image(), parent=first.id)
+    assert (second.new_pages, second.stored_bytes, second.parent) == (0, 0, first.id)
+    after = store.usage()
+    assert after["packs"] == before["packs"] == 1
+    assert after["unique_pages"] == before["unique_pages"] == 40
+    # only a manifest and a pagemap were added
+    assert after["bytes_on_disk"] - before["bytes_on_disk"] < 8192
+    _, loaded = store.load(second.id)
+    assert_same(loaded, image())
+
+    # half the pages changed: only those are stored
+    contents = random_pages(40, 1)
+    contents[5] = contents[6] = bytes(PAGE_SIZE)
+    contents[7] = contents[3]
+    contents[20:] = random_pages(20, 99)
+    third = store.commit(make_meta(), make_pages([(HEAP, 40)], contents))
+    assert third.new_pages == 20
+    assert 20 * PAGE_SIZE < third.stored_bytes < 22 * PAGE_SIZE  # random pages do not compress
+
+
+def test_delete_and_gc(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    a = store.commit(make_meta(), image(seed=1))
+    b_pages = image(seed=1)
+    b_pages.buffer[: 10 * PAGE_SIZE] = b"".join(random_pages(10, 50))  # shares 32 pages with a
+    b = store.commit(make_meta(), b_pages)
+    c = store.commit(make_meta(), image(seed=2))  # shares the zero page only
+    assert store.gc() == GcResult(0, 0, 0)
+
+    store.delete(a.id)
+    assert [i.id for i in store.list()] == [b.id, c.id]
+    before = store.usage()["bytes_on_disk"]
+    result = store.gc()
+    # a's pack is partly dead (b uses most of it): rewritten
+    assert (result.packs_removed, result.packs_rewritten) == (0, 1)
+    assert result.bytes_freed > 6 * PAGE_SIZE  # 7 random pages and a zero page died
+    assert store.usage()["bytes_on_disk"] == before - result.bytes_freed
+    assert_same(store.load(b.id)[1], b_pages)
+    assert_same(store.load(c.id)[1], image(seed=2))
+
+    store.delete(c.id)
+    result = store.gc()
+    # c's own pack goes; the zero page it shared with a goes from the rewritten pack
+    assert (result.packs_removed, result.packs_rewritten) == (1, 1)
+    assert_same(store.load(b.id)[1], b_pages)
+
+    store.delete(b.id)
+    store.gc()
+    assert store.usage() == {"snapshots": 0, "packs": 0, "bytes_on_disk": 0, "unique_pages": 0}
+    assert pack_files(store.root, "*") == []
+
+
+def test_gc_merges_duplicated_pages(tmp_path: Path) -> None:
+    """A gc interrupted after writing its new pack leaves pages in two packs."""
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), image())
+    (pack,) = pack_files(store.root, "pack")
+    (idx,) = pack_files(store.root, "idx")
+    for path in (pack, idx):
+        path.with_name("0" * 16 + path.suffix).write_bytes(path.read_bytes())
+    assert store.usage()["packs"] == 2
+    result = store.gc()
+    assert (result.packs_removed, result.packs_rewritten) == (1, 0)
+    assert_same(store.load(info.id)[1], image())
+
+
+def test_gc_refuses_to_guess_for_an_unreadable_snapshot(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    a = store.commit(make_meta(), image(seed=1))
+    b = store.commit(make_meta(), image(seed=2))
+    (store.root / "snapshots" / b.id / "pagemap.bin.zst").write_bytes(b"garbage")
+    store.delete(a.id)
+    with pytest.raises(CorruptSnapshot, match=b.id):
+        store.gc()
+    assert len(pack_files(store.root, "pack")) == 2
+
+
+# --- corruption -------------------------------------------------------------------
+
+
+def test_flipped_byte_in_a_pack(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), image())
+    (pack,) = pack_files(store.root, "pack")
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    pack.write_bytes(data)
+    with pytest.raises(CorruptSnapshot, match=info.id) as err:
+        store.load(info.id)
+    assert "rm ID" in str(err.value)  # the remedy comes along
+    store.load_meta(info.id)  # the manifest is fine
+
+
+@pytest.mark.parametrize("where", ["frame header", "truncated pack"])
+def test_damaged_frame(tmp_path: Path, where: str) -> None:
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), image())
+    (pack,) = pack_files(store.root, "pack")
+    data = bytearray(pack.read_bytes())
+    if where == "frame header":
+        data[4] ^= 0xFF  # frame header descriptor of the first frame
+    else:
+        del data[-100:]
+    pack.write_bytes(data)
+    with pytest.raises(CorruptSnapshot, match=f"snapshot {info.id}: .*frame"):
+        store.load(info.id)
+
+
+def test_truncated_manifest(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), image())
+    path = store.root / "snapshots" / info.id / "manifest.json"
+    path.write_bytes(path.read_bytes()[:-40])
+    for read in (store.load, store.load_meta, store.info, store.manifest):
+        with pytest.raises(
+            CorruptSnapshot, match=f"snapshot {info.id}: manifest.json is truncated"
+        ):
+            read(info.id)
+    assert store.list() == []  # skipped, with a warning
+
+
+def test_altered_manifest(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), image())
+    path = store.root / "snapshots" / info.id / "manifest.json"
+    m = json.loads(path.read_bytes())
+    m["meta"]["threads"][0]["regs"]["rip"] += 1
+    path.write_text(json.dumps(m))
+    with pytest.raises(CorruptSnapshot, match="checksum"):
+        store.load_meta(info.id)
+
+
+def test_unknown_major_version(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), image())
+    path = store.root / "snapshots" / info.id / "manifest.json"
+    m = json.loads(path.read_bytes())
+    m["version"] = "2.0"
+    path.write_text(json.dumps(m))
+    with pytest.raises(UnsupportedFormat, match=r"2\.0"):
+        store.load(info.id)
+
+
+def test_pagemap_checksum_mismatch(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), image())
+    path = store.root / "snapshots" / info.id / "pagemap.bin.zst"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(data)
+    with pytest.raises(CorruptSnapshot, match=r"pagemap\.bin\.zst does not match its checksum"):
+        store.load(info.id)
+
+
+@pytest.mark.parametrize("ext", ["pack", "idx", "both"])
+def test_deleted_pack(tmp_path: Path, ext: str) -> None:
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), image())
+    for path in pack_files(store.root, "*"):
+        if ext in ("both", path.suffix[1:]):
+            path.unlink()
+    with pytest.raises(
+        CorruptSnapshot, match=f"snapshot {info.id}: 42 of its pages are in no pack"
+    ):
+        store.load(info.id)
+    # the next commit stores the pages again, and that snapshot is whole
+    again = store.commit(make_meta(), image())
+    assert again.new_pages == 40
+    assert_same(store.load(again.id)[1], image())
+
+
+# --- crashes ----------------------------------------------------------------------
+
+
+def test_leftovers_of_a_crash_are_invisible_and_collected(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), image())
+    snaps, packs = store.root / "snapshots", store.root / "packs"
+    half = snaps / ".tmp-0badc0de"
+    half.mkdir()
+    (half / "pagemap.bin.zst").write_bytes(b"x" * 100)
+    (snaps / ".del-01234567").mkdir()
+    (snaps / info.id / "manifest.json.tmp").write_bytes(b"{")
+    (packs / "00112233aabbccdd.pack").write_bytes(b"y" * 1000)  # crashed before its idx
+    (packs / "00112233aabbccde.idx.tmp").write_bytes(b"z" * 10)
+    (packs / "00112233aabbccdf.idx").write_bytes(b"w" * 32)  # its pack is gone
+
+    assert [i.id for i in store.list()] == [info.id]
+    assert store.usage()["packs"] == 1
+    with pytest.raises(UnknownSnapshot):
+        store.resolve("0badc0de")
+    result = store.gc()
+    assert result == GcResult(
+        packs_removed=0, packs_rewritten=0, bytes_freed=100 + 1 + 1000 + 10 + 32
+    )
+    assert sorted(os.listdir(snaps)) == [info.id]
+    assert sorted(os.listdir(snaps / info.id)) == ["manifest.json", "pagemap.bin.zst"]
+    assert len(os.listdir(packs)) == 2
+    assert_same(store.load(info.id)[1], image())
+
+
+def test_failed_commit_leaves_nothing_visible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(tmp_path / "s")
+    real_rename = os.rename
+
+    def crash(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
+        if Path(dst).parent.name == "snapshots":
+            raise OSError("disk on fire")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", crash)
+    with pytest.raises(OSError, match="disk on fire"):
+        store.commit(make_meta(), image())
+    monkeypatch.undo()
+    assert store.list() == []
+    assert os.listdir(store.root / "snapshots") == []
+    assert store.gc().packs_removed == 1  # the pack was committed, nothing uses it
+
+
+# --- permissions ------------------------------------------------------------------
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_modes(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "new" / "s")
+    info = store.commit(make_meta(), image())
+    store.set_label(info.id, "x")
+    assert mode(store.root) == 0o700
+    files = [Path(d) / f for d, _, fs in os.walk(store.root) for f in fs]
+    assert len(files) == 5  # lock, pack, idx, manifest, pagemap
+    assert {mode(f) for f in files} == {0o600}
+    assert {mode(Path(d)) for d, _, _ in os.walk(store.root)} == {0o700}
+
+
+def test_too_open_root_is_fixed(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    root.mkdir()
+    root.chmod(0o755)
+    make_store(root)
+    assert mode(root) == 0o700
+
+
+def test_root_of_another_user_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "s"
+    root.mkdir(mode=0o700)
+    monkeypatch.setattr(os, "geteuid", lambda: root.stat().st_uid + 1)
+    with pytest.raises(StorePermissionError, match="belongs to uid"):
+        Store(root)
+
+
+def test_root_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("JUPYTER_CHKPT_STORE", raising=False)
+    assert Store().root == tmp_path / "data" / "chkpt" / "store"
+    monkeypatch.setenv("JUPYTER_CHKPT_STORE", str(tmp_path / "env"))
+    assert Store().root == tmp_path / "env"
+    assert Store(tmp_path / "arg").root == tmp_path / "arg"
+
+
+# --- ids, labels, listing ---------------------------------------------------------
+
+
+def test_resolve(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), image())
+    other = "ffffffff" if info.id != "ffffffff" else "eeeeeeee"
+    assert store.resolve(info.id) == info.id
+    assert store.resolve(info.id[:4]) == info.id
+    assert store.resolve(f" {info.id[:6].upper()}") == info.id
+    assert store.info(info.id[:5]) == info
+    with pytest.raises(AmbiguousSnapshot, match="too short"):
+        store.resolve(info.id[:3])
+    with pytest.raises(UnknownSnapshot, match="not a snapshot id"):
+        store.resolve("xyz!")
+    with pytest.raises(UnknownSnapshot, match=f"no snapshot '{other}'"):
+        store.resolve(other)
+    with pytest.raises(UnknownSnapshot):
+        store.delete(other)
+
+
+def test_resolve_ambiguous(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), image())
+    snaps = store.root / "snapshots"
+    twin = info.id[:6] + ("00" if info.id[6:] != "00" else "11")
+    (snaps / twin).mkdir()
+    with pytest.raises(AmbiguousSnapshot, match=f"matches 2 snapshots: .*{info.id}"):
+        store.resolve(info.id[:6])
+    assert store.resolve(info.id) == info.id
+
+
+def test_label(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), image(), label="before")
+    store.set_label(info.id[:5], "after: ünïcode")
+    assert store.info(info.id).label == "after: ünïcode"
+    assert Store(store.root).list()[0].label == "after: ünïcode"
+    assert_same(store.load(info.id)[1], image())
+
+
+def test_list_by_pid_oldest_first(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    ids = [store.commit(make_meta(pid), image()).id for pid in (10, 20, 10, 30, 10)]
+    assert [i.id for i in store.list()] == ids
+    assert [i.id for i in store.list(10)] == [ids[0], ids[2], ids[4]]
+    assert [i.pid for i in store.list(20)] == [20]
+    assert store.list(99) == []
+    created = [i.created for i in store.list()]
+    assert created == sorted(created)
+
+
+# --- several processes ------------------------------------------------------------
+
+
+def commit_several(root: str, seed: int, n: int) -> list[str]:
+    """Commits that share a page with the other process's, each followed by a gc."""
+    store = make_store(Path(root))
+    ids = []
+    for i in range(n):
+        pages = image(seed=seed + i)
+        pages.buffer[:PAGE_SIZE] = image(seed=1).buffer[:PAGE_SIZE]
+        ids.append(store.commit(make_meta(pid=seed), pages).id)
+        store.gc()
+    return ids
+
+
+def test_concurrent_commits_from_two_processes(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    make_store(root)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.starmap(commit_several, [(str(root), 100, 15), (str(root), 200, 15)])
+    store = make_store(root)
+    assert sorted(i.id for i in store.list()) == sorted(results[0] + results[1])
+    for seed, ids in ((100, results[0]), (200, results[1])):
+        for i, snap_id in enumerate(ids):
+            _, loaded = store.load(snap_id)
+            assert bytes(loaded.buffer[PAGE_SIZE:]) == bytes(
+                image(seed=seed + i).buffer[PAGE_SIZE:]
+            )
+    assert store.gc() == GcResult(0, 0, 0)
