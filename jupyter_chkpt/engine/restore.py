@@ -144,7 +144,7 @@ def _apply(fz: Frozen, meta: ImageMeta, pages: PageRuns, result: RestoreResult) 
     if left != deferred:
         raise EngineError(f"the address space still differs from the snapshot's: {describe(left)}")
 
-    _chdir(inj, meta.cwd, scratch)
+    _chdir(inj, meta.cwd, scratch, result)
 
     # Point of no return.
     for tid in leaving:
@@ -280,7 +280,11 @@ def _check_files(ops: list[Op]) -> None:
                 )
 
 
-def _chdir(inj: Injector, path: str, scratch: int) -> None:
+def _chdir(inj: Injector, path: str, scratch: int, result: RestoreResult) -> None:
+    if not os.path.isdir(path):
+        # Not worth failing the whole restore for: say so instead.
+        result.notes.append(f"working directory {path} no longer exists; left unchanged")
+        return
     inj.check("chdir", _put_string(inj, scratch, path))
 
 
