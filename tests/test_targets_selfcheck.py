@@ -1,0 +1,82 @@
+"""The targets check themselves, without the engine.
+
+Each target must answer ``verify`` with ok when nothing changed, keep working
+through ``work`` (mutated or not), and answer ``verify`` with fail after ``mutate``: a verify
+that cannot fail would make every scenario test pass for nothing. The
+expected failure text shows which check caught the mutation: for the
+address-space scenarios it is the kernel-side check (maps, brk, tasks), not
+just the Python-side bookkeeping.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import zdtm
+
+# (target, args, text the failed verify must contain); "{lib}" is libprobe.so
+CASES = {
+    "heap-grow": ("heap", ["grow"], "brk is"),
+    "heap-shrink": ("heap", ["shrink"], "brk is"),
+    "heap-small": ("heap", ["small"], "counter differs"),
+    "c-threads": ("threads", [], "t-read has 1 rounds"),
+    "mmap-new": ("py_memory.py", ["mmap_new"], "new large mappings"),
+    "mmap-free": ("py_memory.py", ["mmap_free"], "has perms {''}"),
+    "late-import": ("py_memory.py", ["late_import", "{lib}"], "mapped files differ"),
+    "mprotect": ("py_memory.py", ["mprotect"], "rw region has perms"),
+    "counter": ("py_counter.py", [], "counter is 2, expected 1"),
+    "py-threads-late": ("py_threads.py", ["late"], "tasks, had 3"),
+    "py-threads-doomed": ("py_threads.py", ["doomed"], "2 tasks, had 3"),
+    "py-threads-blocked": ("py_threads.py", ["blocked"], "rounds are"),
+}
+
+NOT_TARGETS = {"_proto.py", "ptrace_holder.py", "probe.c", "proto.h"}
+
+
+def _args(args: list[str], c_targets: dict[str, Path]) -> list[str]:
+    return [a.replace("{lib}", str(c_targets["libprobe.so"])) for a in args]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case", CASES)
+def test_verify_ok_work_quit(case: str, spawn, c_targets) -> None:
+    name, args, _ = CASES[case]
+    target = spawn(name, *_args(args, c_targets))
+    target.ok("verify")
+    target.ok("work")
+    target.ok("work")
+    target.quit()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case", CASES)
+def test_verify_detects_mutation(case: str, spawn, c_targets) -> None:
+    name, args, expected = CASES[case]
+    target = spawn(name, *_args(args, c_targets))
+    target.ok("mutate")
+    reply = target.send("verify")
+    assert reply.startswith("fail "), reply
+    assert expected in reply
+    target.ok("work")  # a mutated target stays usable (tests of failed restores rely on it)
+    target.quit()
+
+
+def test_every_target_is_checked() -> None:
+    files = {p.name for p in zdtm.TARGETS.iterdir() if p.suffix in (".c", ".py", ".h")}
+    checked = {name if name.endswith(".py") else f"{name}.c" for name, _, _ in CASES.values()}
+    assert files - NOT_TARGETS == checked
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("name", "args", "where"),
+    [("threads", [], zdtm.C_BLOCKED), ("py_threads.py", ["blocked"], zdtm.PY_BLOCKED)],
+)
+def test_threads_block_where_claimed(spawn, name: str, args: list[str], where) -> None:
+    """The thread scenarios rely on these threads sitting in these system calls."""
+    target = spawn(name, *args)
+    zdtm.wait_blocked(target.pid, zdtm.blocked_tids(target, where))
+    target.ok("work")
+    zdtm.wait_blocked(target.pid, zdtm.blocked_tids(target, where))
+    target.quit()
