@@ -85,6 +85,19 @@ def decompressor() -> zstandard.ZstdDecompressor:
     return dctx
 
 
+def decompress_exact(data: bytes, size: int) -> bytes:
+    """One zstd frame that must hold exactly `size` bytes; ValueError says what is wrong."""
+    try:
+        if zstandard.frame_content_size(data) != size:
+            raise ValueError(f"does not hold {size} bytes")
+        out: bytes = decompressor().decompress(data)
+    except zstandard.ZstdError as e:
+        raise ValueError(f"does not decompress ({e})") from None
+    if len(out) != size:
+        raise ValueError(f"does not hold {size} bytes")
+    return out
+
+
 def ordered_parallel(fn: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
     """map() over a thread pool, in order, with a bounded number of items in flight.
 
@@ -207,16 +220,10 @@ def read_frame(fd: int, frame: Frame) -> bytes:
     data = os.pread(fd, frame.length, frame.offset)
     if len(data) != frame.length:
         raise PackDamaged(f"{where} is truncated")
-    expected = frame.npages * PAGE_SIZE
     try:
-        if zstandard.frame_content_size(data) != expected:
-            raise PackDamaged(f"{where} has a wrong size")
-        pages: bytes = decompressor().decompress(data)
-    except zstandard.ZstdError as e:
-        raise PackDamaged(f"{where} does not decompress ({e})") from None
-    if len(pages) != expected:
-        raise PackDamaged(f"{where} has a wrong size")
-    return pages
+        return decompress_exact(data, frame.npages * PAGE_SIZE)
+    except ValueError as e:
+        raise PackDamaged(f"{where} {e}") from None
 
 
 def committed_packs(packs_dir: Path) -> frozenset[str]:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 import zstandard
 
 from ..image import PAGE_SIZE, Mapping, PageRuns
-from .packs import decompressor
+from .packs import decompress_exact
 
 RECORD = struct.Struct("<Q16s")
 
@@ -32,14 +32,7 @@ def encode(pages: PageRuns, hashes: list[bytes], level: int) -> bytes:
 def decode(data: bytes, npages: int) -> tuple[list[int], list[bytes]]:
     """(vaddrs, hashes); ValueError says what is wrong."""
     expected = npages * RECORD.size
-    try:
-        if zstandard.frame_content_size(data) != expected:
-            raise ValueError(f"does not hold {npages} records")
-        raw: bytes = decompressor().decompress(data)
-    except zstandard.ZstdError as e:
-        raise ValueError(f"does not decompress ({e})") from None
-    if len(raw) != expected:
-        raise ValueError(f"does not hold {npages} records")
+    raw = decompress_exact(data, expected)
     # comprehensions and map() rather than iter_unpack: a GiB image has 262144 records
     vaddrs = [int.from_bytes(raw[i : i + 8], "little") for i in range(0, expected, RECORD.size)]
     hashes = [raw[i + 8 : i + 24] for i in range(0, expected, RECORD.size)]
