@@ -196,11 +196,11 @@ def _scratch(fz: Frozen) -> int:
     raise EngineError(f"no scratch memory below the stack pointer {sp:#x} of PID {fz.pid}")
 
 
-def _put_string(fz_inj: Injector, scratch: int, text: str) -> int:
+def _put_string(inj: Injector, scratch: int, text: str) -> int:
     data = os.fsencode(text) + b"\0"
     if len(data) > 4096:
         raise EngineError(f"path too long to pass to the target: {text[:80]}...")
-    fz_inj.mem.write(scratch, data)
+    inj.mem.write(scratch, data)
     return scratch
 
 
