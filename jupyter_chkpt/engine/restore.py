@@ -26,9 +26,9 @@ from ..image import PAGE_SIZE, ImageMeta, Mapping, PageRuns
 from ..proc import procfs
 from ..proc.arch import current as arch
 from ..proc.inject import Injector
-from ..proc.maps import Pagemap, read_maps
+from ..proc.maps import read_maps
 from ..proc.memory import StagingBuffer
-from .dump import capture
+from .dump import capture, page_runs
 from .freeze import Frozen, frozen
 from .layout import (
     MAP_ANONYMOUS,
@@ -40,7 +40,6 @@ from .layout import (
     Protect,
     Unmap,
     describe,
-    dumpable,
     plan,
     prot_of,
     subtract_runs,
@@ -291,11 +290,7 @@ def _chdir(inj: Injector, path: str, scratch: int, result: RestoreResult) -> Non
 def _drop_pages_born_since(fz: Frozen, maps: list[Mapping], pages: PageRuns) -> None:
     """Pages with data now that had none at the snapshot go back to zero
     (anonymous) or to the file's content (private file mappings)."""
-    runs: list[tuple[int, int]] = []
-    with Pagemap(fz.pid) as pagemap:
-        for m in maps:
-            if dumpable(m):
-                runs.extend(pagemap.runs(m.start, m.end, anon_only=m.is_file))
+    runs = page_runs(fz.pid, maps)
     by_addr = sorted(maps, key=lambda m: m.start)
     starts = [m.start for m in by_addr]
     zeros = bytes(_ZERO_BY_WRITE_PAGES * PAGE_SIZE)

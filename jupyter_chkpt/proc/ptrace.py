@@ -172,14 +172,12 @@ def _seize(pid: int, tid: int) -> Thread | None:
     thread = Thread(pid, tid)
     try:
         _call(PTRACE_INTERRUPT, tid)
-        while True:
-            status = wait_stop(tid)
-            if is_event_stop(status):
-                return thread
+        status = wait_stop(tid)
+        if not is_event_stop(status):
             # Signal-delivery-stop: the thread is stopped all the same; keep the
             # signal to deliver it when we let go.
             thread.pending_signals.append(os.WSTOPSIG(status))
-            return thread
+        return thread
     except ThreadExited:
         return None
 
