@@ -103,6 +103,60 @@ class Mapping:
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class EpollItem:
+    """One registration of an epoll instance (a `tfd:` line of its fdinfo)."""
+
+    tfd: int  # the fd number it was added with: part of the kernel's key
+    events: int
+    data: int
+    ino: int  # inode and device of the registered file, to tell files apart
+    sdev: int  # kernel dev_t encoding (major << 20 | minor), as fdinfo prints it
+
+
+@dataclass
+class FileImage:
+    """One entry of the fd table and what matters of its open file description."""
+
+    fd: int
+    kind: str  # file, dir, char, pipe, socket, eventfd, epoll, timerfd, signalfd, other
+    link: str  # readlink of /proc/PID/fd/N: a path, "pipe:[ino]", "anon_inode:[eventfd]", ...
+    dev: int  # st_dev / st_ino of the file (anon inodes share one inode)
+    ino: int
+    flags: int  # open flags from fdinfo, without O_CLOEXEC
+    cloexec: bool  # FD_CLOEXEC: a property of the fd, not of the description
+    pos: int
+    shared_with: list[int] = field(default_factory=list)  # other PIDs holding this description
+    epoll: list[EpollItem] = field(default_factory=list)
+    eventfd_count: int | None = None
+    eventfd_semaphore: bool = False
+    waiting: int | None = None  # bytes readable in a pipe or socket (FIONREAD)
+    hangup: bool = False  # a pipe or socket whose other end is closed
+    details: dict[str, str] = field(default_factory=dict)  # other fdinfo lines (timerfd, ...)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["epoll"] = [asdict(e) for e in self.epoll]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FileImage:
+        d = dict(d)
+        d["epoll"] = [EpollItem(**e) for e in d.get("epoll", [])]
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class SigAction:
+    """A signal's disposition as the kernel holds it (struct kernel_sigaction)."""
+
+    signo: int
+    handler: int  # 0 = SIG_DFL, 1 = SIG_IGN, else an address
+    flags: int
+    restorer: int
+    mask: int
+
+
 @dataclass
 class ImageMeta:
     """Everything about a process image except the page contents."""
@@ -113,6 +167,10 @@ class ImageMeta:
     cwd: str
     threads: list[ThreadImage]
     mappings: list[Mapping]
+    # OS objects beyond memory (format 1.1); None in images that lack them
+    files: list[FileImage] | None = None
+    sigactions: list[SigAction] | None = None
+    umask: int | None = None
     # engine figures (pause_s, bytes read, ...); informative only
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -124,6 +182,9 @@ class ImageMeta:
             "cwd": self.cwd,
             "threads": [t.to_json() for t in self.threads],
             "mappings": [m.to_json() for m in self.mappings],
+            "files": None if self.files is None else [f.to_json() for f in self.files],
+            "sigactions": None if self.sigactions is None else [asdict(a) for a in self.sigactions],
+            "umask": self.umask,
             "stats": self.stats,
         }
 
@@ -136,6 +197,11 @@ class ImageMeta:
             cwd=str(d["cwd"]),
             threads=[ThreadImage.from_json(t) for t in d["threads"]],
             mappings=[Mapping.from_json(m) for m in d["mappings"]],
+            files=None if d.get("files") is None else [FileImage.from_json(f) for f in d["files"]],
+            sigactions=None
+            if d.get("sigactions") is None
+            else [SigAction(**a) for a in d["sigactions"]],
+            umask=None if d.get("umask") is None else int(d["umask"]),
             stats=dict(d.get("stats", {})),
         )
 

@@ -42,16 +42,17 @@ def test_failure_mid_restore_rolls_back(spawn, store, monkeypatch) -> None:
     zdtm.wait_blocked(target.pid, {target.pid: zdtm.SYS_READ})
     before = fingerprint(target.pid)
     seen: list[str] = []
-    real_chdir = restore_module._chdir
+    # After layout, cwd and files were changed: all of them must be rolled back.
+    real = restore_module.reconcile_sigactions
 
-    def fail_once(*args: Any) -> None:
+    def fail_once(*args: Any) -> list[int]:
         if not seen:
             seen.append(Path(f"/proc/{target.pid}/maps").read_text())
             raise EngineError("injected failure after the layout was changed")
-        real_chdir(*args)
+        return real(*args)
 
     # Fault injection into our own code; the target and the kernel are real.
-    monkeypatch.setattr(restore_module, "_chdir", fail_once)
+    monkeypatch.setattr(restore_module, "reconcile_sigactions", fail_once)
     with pytest.raises(RestoreFailed, match="injected failure"):
         restore(target.pid, store, snap.id)
     zdtm.assert_released(target.pid)

@@ -7,6 +7,7 @@ staging buffer; hashing, compression and writing happen after it runs again.
 from __future__ import annotations
 
 import threading
+import uuid
 from typing import TYPE_CHECKING
 
 from ..image import PAGE_SIZE, ImageMeta, Mapping, PageRuns, ThreadImage
@@ -14,8 +15,11 @@ from ..proc import procfs
 from ..proc.arch import current as arch
 from ..proc.maps import Pagemap, read_maps
 from ..proc.memory import StagingBuffer
+from .files import capture_files
 from .freeze import Frozen, frozen
+from .keeper import FdKeeper
 from .layout import dumpable
+from .task_state import capture_sigactions
 
 if TYPE_CHECKING:
     from ..store import SnapshotInfo, Store
@@ -55,8 +59,16 @@ def capture_threads(fz: Frozen) -> list[ThreadImage]:
     return threads
 
 
-def capture(fz: Frozen, staging: StagingBuffer) -> tuple[ImageMeta, PageRuns]:
-    """The image of a frozen process; its pages live in `staging` until the next capture."""
+def capture(
+    fz: Frozen,
+    staging: StagingBuffer,
+    keeper: FdKeeper | None = None,
+    key: str | None = None,
+) -> tuple[ImageMeta, PageRuns]:
+    """The image of a frozen process; its pages live in `staging` until the next capture.
+
+    With a keeper, duplicates of the process's fds are held under `key`.
+    """
     brk = fz.injector.check("brk", 0)
     maps = read_maps(fz.pid)
     threads = capture_threads(fz)
@@ -68,6 +80,8 @@ def capture(fz: Frozen, staging: StagingBuffer) -> tuple[ImageMeta, PageRuns]:
         size = n * PAGE_SIZE
         fz.mem.read_into(vaddr, buf[off : off + size])
         off += size
+    with fz.injector.scratch_kept() as scratch:
+        sigactions = capture_sigactions(fz.injector, scratch)
     meta = ImageMeta(
         process=fz.identity,
         brk=brk,
@@ -75,15 +89,30 @@ def capture(fz: Frozen, staging: StagingBuffer) -> tuple[ImageMeta, PageRuns]:
         cwd=procfs.cwd(fz.pid),
         threads=threads,
         mappings=maps,
+        files=capture_files(fz, keeper, key),
+        sigactions=sigactions,
+        umask=procfs.umask(fz.pid),
     )
     return meta, PageRuns(buf, runs)
 
 
-def checkpoint(pid: int, store: Store, label: str = "", parent: str | None = None) -> SnapshotInfo:
-    """Snapshot process `pid` into `store`; the process runs on."""
+def checkpoint(
+    pid: int,
+    store: Store,
+    label: str = "",
+    parent: str | None = None,
+    keeper: FdKeeper | None = None,
+) -> SnapshotInfo:
+    """Snapshot process `pid` into `store`; the process runs on.
+
+    With a keeper (a long-lived helper has one), duplicates of the process's
+    fds are held under the new snapshot's id, so that a restore can put back
+    files closed since; without one, only regular files can be reopened.
+    """
+    pending = f"pending-{uuid.uuid4().hex}"
     with _staging_lock:
         with frozen(pid) as fz:
-            meta, pages = capture(fz, _staging)
+            meta, pages = capture(fz, _staging, keeper, pending)
             pause = fz.paused_for
         meta.stats.update(
             pause_s=round(pause, 6),
@@ -91,4 +120,12 @@ def checkpoint(pid: int, store: Store, label: str = "", parent: str | None = Non
             threads=len(meta.threads),
             mappings=len(meta.mappings),
         )
-        return store.commit(meta, pages, label=label, parent=parent)
+        try:
+            info = store.commit(meta, pages, label=label, parent=parent)
+        except BaseException:
+            if keeper is not None:
+                keeper.release(pid, pending)
+            raise
+        if keeper is not None:
+            keeper.rename(pid, pending, info.id)
+        return info

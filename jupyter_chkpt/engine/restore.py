@@ -1,9 +1,10 @@
 """Restore: return a running process, in place, to a snapshot's state.
 
 Order matters (docs/ARCHITECTURE.md): validate everything first; take a
-safety image; brk, then the rest of the layout; chdir; then the point of no
-return (threads born since the snapshot exit); memory; registers. A failure
-before the point of no return rolls the process back to the safety image.
+safety image; brk, then the rest of the layout; cwd, files, signal
+dispositions, umask; then the point of no return (threads born since the
+snapshot exit); memory; registers. A failure before the point of no return
+rolls the process back to the safety image.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +31,9 @@ from ..proc.inject import Injector
 from ..proc.maps import read_maps
 from ..proc.memory import StagingBuffer
 from .dump import capture, page_runs
+from .files import FilesReport, reconcile_files
 from .freeze import Frozen, frozen
+from .keeper import FdKeeper
 from .layout import (
     MAP_ANONYMOUS,
     MAP_FIXED,
@@ -44,6 +48,7 @@ from .layout import (
     prot_of,
     subtract_runs,
 )
+from .task_state import reconcile_cwd, reconcile_sigactions, reconcile_umask
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -67,14 +72,22 @@ class RestoreResult:
     bytes_written: int = 0
     threads_exited: list[int] = field(default_factory=list)
     layout_ops: int = 0
+    files: FilesReport = field(default_factory=FilesReport)
+    signals_changed: list[int] = field(default_factory=list)
+    umask_changed: bool = False
+    # what could not be put back, and what was done instead
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def restore(pid: int, store: Store, ref: str) -> RestoreResult:
-    """Restore snapshot `ref` (id or unique prefix) into process `pid`."""
+def restore(pid: int, store: Store, ref: str, keeper: FdKeeper | None = None) -> RestoreResult:
+    """Restore snapshot `ref` (id or unique prefix) into process `pid`.
+
+    `keeper` should be the one the snapshot was taken with: its duplicates put
+    back files the process closed since.
+    """
     snap_id = store.resolve(ref)
     wanted = store.load_meta(snap_id).process
     procfs.check_can_act_on(pid)
@@ -89,12 +102,19 @@ def restore(pid: int, store: Store, ref: str) -> RestoreResult:
     meta, pages = store.load(snap_id)
     result = RestoreResult(snapshot_id=snap_id, pid=pid)
     with _restore_lock, frozen(pid) as fz:
-        restore_frozen(fz, meta, pages, result)
+        restore_frozen(fz, meta, pages, result, keeper, snap_id)
         result.pause_s = round(fz.paused_for, 6)
     return result
 
 
-def restore_frozen(fz: Frozen, meta: ImageMeta, pages: PageRuns, result: RestoreResult) -> None:
+def restore_frozen(
+    fz: Frozen,
+    meta: ImageMeta,
+    pages: PageRuns,
+    result: RestoreResult,
+    keeper: FdKeeper | None = None,
+    key: str | None = None,
+) -> None:
     gone = sorted(t.tid for t in meta.threads if t.tid not in fz.group.threads)
     if gone:
         raise ThreadsGone(
@@ -102,16 +122,54 @@ def restore_frozen(fz: Frozen, meta: ImageMeta, pages: PageRuns, result: Restore
         )
     _check_files(plan(meta.mappings, read_maps(fz.pid)))
 
-    safety, safety_pages = capture(fz, _safety)
+    # The safety image holds duplicates of every current fd, so that a
+    # rollback can put back what the restore closed.
+    own_keeper = keeper is None
+    safety_keeper = FdKeeper() if keeper is None else keeper
+    safety_key = f"safety-{uuid.uuid4().hex}"
     try:
-        _apply(fz, meta, pages, result)
+        safety, safety_pages = capture(fz, _safety, safety_keeper, safety_key)
+        _apply_or_roll_back(
+            fz,
+            meta,
+            pages,
+            result,
+            (keeper, key),
+            (safety_keeper, safety_key),
+            safety,
+            safety_pages,
+        )
+    finally:
+        safety_keeper.release(fz.pid, safety_key)
+        if own_keeper:
+            safety_keeper.close()
+
+
+def _apply_or_roll_back(
+    fz: Frozen,
+    meta: ImageMeta,
+    pages: PageRuns,
+    result: RestoreResult,
+    files: tuple[FdKeeper | None, str | None],
+    safety_files: tuple[FdKeeper, str],
+    safety: ImageMeta,
+    safety_pages: PageRuns,
+) -> None:
+    try:
+        _apply(fz, meta, pages, result, *files)
     except Exception as error:
         if result.threads_exited:
             raise RollbackFailed(
                 f"restoring PID {fz.pid} failed after threads {result.threads_exited} had exited: {error}"
             ) from error
         try:
-            _apply(fz, safety, safety_pages, RestoreResult(snapshot_id="safety", pid=fz.pid))
+            _apply(
+                fz,
+                safety,
+                safety_pages,
+                RestoreResult(snapshot_id="safety", pid=fz.pid),
+                *safety_files,
+            )
         except Exception as second:
             raise RollbackFailed(
                 f"restoring PID {fz.pid} failed ({error}) and so did rolling it back ({second})"
@@ -120,9 +178,16 @@ def restore_frozen(fz: Frozen, meta: ImageMeta, pages: PageRuns, result: Restore
         raise RestoreFailed(f"could not restore PID {fz.pid}: {reason}") from error
 
 
-def _apply(fz: Frozen, meta: ImageMeta, pages: PageRuns, result: RestoreResult) -> None:
+def _apply(
+    fz: Frozen,
+    meta: ImageMeta,
+    pages: PageRuns,
+    result: RestoreResult,
+    keeper: FdKeeper | None,
+    key: str | None,
+) -> None:
     inj = fz.injector
-    scratch = _scratch(fz)
+    scratch = inj.scratch()
 
     # Threads born after the snapshot must exit while their own memory is
     # still mapped: the kernel touches their rseq area and stack when they
@@ -143,7 +208,7 @@ def _apply(fz: Frozen, meta: ImageMeta, pages: PageRuns, result: RestoreResult) 
     if left != deferred:
         raise EngineError(f"the address space still differs from the snapshot's: {describe(left)}")
 
-    _chdir(inj, meta.cwd, scratch, result)
+    _task_state(fz, meta, result, keeper, key, scratch)
 
     # Point of no return.
     for tid in leaving:
@@ -182,25 +247,6 @@ def _pages_in_use(fz: Frozen, tids: list[int]) -> list[tuple[int, int]]:
             page = addr & ~(PAGE_SIZE - 1)
             ranges.append((page - PAGE_SIZE, page + 2 * PAGE_SIZE))
     return ranges
-
-
-def _scratch(fz: Frozen) -> int:
-    """A few KiB of the main thread's stack below its stack pointer: dead
-    memory where we can put syscall arguments (paths)."""
-    sp = arch.stack_pointer(fz.group.main.get_regs())
-    addr = (sp - 8192) & ~0xFFF
-    for m in read_maps(fz.pid):
-        if m.start <= addr and addr + 4096 <= m.end and "w" in m.perms:
-            return addr
-    raise EngineError(f"no scratch memory below the stack pointer {sp:#x} of PID {fz.pid}")
-
-
-def _put_string(inj: Injector, scratch: int, text: str) -> int:
-    data = os.fsencode(text) + b"\0"
-    if len(data) > 4096:
-        raise EngineError(f"path too long to pass to the target: {text[:80]}...")
-    inj.mem.write(scratch, data)
-    return scratch
 
 
 def _set_brk(inj: Injector, target: int, snapshot_maps: list[Mapping], pid: int) -> None:
@@ -245,7 +291,7 @@ def _map(inj: Injector, op: Map, scratch: int) -> None:
         )
     else:
         mode = O_RDWR if src.shared and "w" in src.perms else O_RDONLY
-        path = _put_string(inj, scratch, src.path)
+        path = inj.put(scratch, os.fsencode(src.path) + b"\0")
         fd = inj.check("openat", arch.unsigned(AT_FDCWD), path, mode | O_CLOEXEC, 0)
         try:
             got = inj.check(
@@ -279,12 +325,31 @@ def _check_files(ops: list[Op]) -> None:
                 )
 
 
-def _chdir(inj: Injector, path: str, scratch: int, result: RestoreResult) -> None:
-    if not os.path.isdir(path):
-        # Not worth failing the whole restore for: say so instead.
-        result.notes.append(f"working directory {path} no longer exists; left unchanged")
+def _task_state(
+    fz: Frozen,
+    meta: ImageMeta,
+    result: RestoreResult,
+    keeper: FdKeeper | None,
+    key: str | None,
+    scratch: int,
+) -> None:
+    """cwd, files, signal dispositions, umask: kernel state beyond memory."""
+    inj = fz.injector
+    note = reconcile_cwd(inj, fz.pid, scratch, meta.cwd)
+    if note:
+        result.notes.append(note)
+    if meta.files is None:
+        result.notes.append(
+            "the snapshot has no fd table (taken by an older jupyter-chkpt): files, signal "
+            "dispositions and umask were left as they are"
+        )
         return
-    inj.check("chdir", _put_string(inj, scratch, path))
+    result.files = reconcile_files(fz, meta.files, keeper, key, scratch)
+    result.notes.extend(result.files.notes)
+    if meta.sigactions is not None:
+        result.signals_changed = reconcile_sigactions(inj, scratch, meta.sigactions)
+    if meta.umask is not None:
+        result.umask_changed = reconcile_umask(inj, fz.pid, meta.umask)
 
 
 def _drop_pages_born_since(fz: Frozen, maps: list[Mapping], pages: PageRuns) -> None:

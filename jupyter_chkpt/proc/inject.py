@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..errors import SyscallInjectionFailed
 from .arch import current as arch
 from .maps import read_maps
 from .memory import ProcessMemory
 from .ptrace import Thread
+
+SCRATCH_SIZE = 4096
 
 
 def find_syscall_gadget(pid: int, mem: ProcessMemory) -> int:
@@ -63,6 +67,42 @@ class Injector:
                 f"{os.strerror(-result)} ({errno.errorcode.get(-result, -result)})"
             )
         return result
+
+    def scratch(self) -> int:
+        """Page-aligned address of 4 KiB of dead memory for syscall arguments.
+
+        Taken from the main thread's stack well below its stack pointer (past
+        the 128-byte red zone): nothing live is there, and a restore rewrites
+        it with the snapshot's memory anyway.
+        """
+        sp = arch.stack_pointer(self.thread.get_regs())
+        addr = (sp - 8192) & ~0xFFF
+        for m in read_maps(self.thread.pid):
+            if m.start <= addr and addr + SCRATCH_SIZE <= m.end and "w" in m.perms:
+                return addr
+        raise SyscallInjectionFailed(
+            f"no scratch memory below the stack pointer {sp:#x} of PID {self.thread.pid}"
+        )
+
+    @contextmanager
+    def scratch_kept(self) -> Iterator[int]:
+        """Like scratch(), but the memory is put back as it was afterwards:
+        for a dump, which must leave the process exactly as it found it."""
+        addr = self.scratch()
+        saved = self.mem.read(addr, SCRATCH_SIZE)
+        try:
+            yield addr
+        finally:
+            self.mem.write(addr, saved)
+
+    def put(self, scratch: int, data: bytes) -> int:
+        """Write `data` into the scratch area; returns its address."""
+        if len(data) > SCRATCH_SIZE:
+            raise SyscallInjectionFailed(
+                f"{len(data)} bytes of syscall arguments do not fit the {SCRATCH_SIZE}-byte scratch area"
+            )
+        self.mem.write(scratch, data)
+        return scratch
 
     def exit_thread(self) -> None:
         """The thread runs exit(0): only it ends, the process goes on."""

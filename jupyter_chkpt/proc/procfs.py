@@ -96,6 +96,14 @@ def cwd(pid: int) -> str:
     return os.readlink(proc_path(pid, "cwd"))
 
 
+def umask(pid: int) -> int:
+    with open(proc_path(pid, "status")) as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    raise ProcessNotFound(f"PID {pid} shows no umask in /proc/{pid}/status")
+
+
 def check_can_act_on(pid: int) -> Status:
     """Refuse, with the reason, processes this user must not or cannot trace."""
     if pid <= 0:

@@ -8,6 +8,7 @@ architecture replaces this module (see `arch.py`).
 from __future__ import annotations
 
 import ctypes
+import struct
 from typing import Final, TypeAlias
 
 from ptrace.binding.linux_struct import user_regs_struct
@@ -121,3 +122,29 @@ def load_syscall(regs: Regs, gadget: int, nr: int, args: tuple[int, ...]) -> Non
 
 def syscall_result(regs: Regs) -> int:
     return signed(int(regs.rax))
+
+
+# Kernel ABI structs passed to injected syscalls.
+
+NSIG: Final = 64
+SIGSET_SIZE: Final = 8
+# struct kernel_sigaction: handler, flags, restorer, mask (sigset of 64 bits)
+_SIGACTION: Final = struct.Struct("<QQQQ")
+SIGACTION_SIZE: Final = _SIGACTION.size
+
+
+def pack_sigaction(handler: int, flags: int, restorer: int, mask: int) -> bytes:
+    return _SIGACTION.pack(handler, flags, restorer, mask)
+
+
+def unpack_sigaction(raw: bytes) -> tuple[int, int, int, int]:
+    handler, flags, restorer, mask = _SIGACTION.unpack(raw)
+    return handler, flags, restorer, mask
+
+
+# struct epoll_event is packed on x86_64 only: u32 events, u64 data, 12 bytes.
+_EPOLL_EVENT: Final = struct.Struct("<IQ")
+
+
+def pack_epoll_event(events: int, data: int) -> bytes:
+    return _EPOLL_EVENT.pack(events, data)

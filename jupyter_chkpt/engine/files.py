@@ -1,0 +1,381 @@
+"""Files: record a frozen process's fd table, and bring it back to a snapshot's.
+
+The reconcile order (docs/ARCHITECTURE.md, "Files"):
+
+1. epoll registrations of fds about to be closed are deleted first, while the
+   fd still names the registered file. Once it is closed epoll_ctl cannot reach
+   them, and a registration that outlives its fd (the file kept alive by our
+   duplicate, or by another process) delivers events with stale data pointers:
+   the SIGSEGV seen in a restored zmq kernel.
+2. fds that are new, or now name a different open file description, are closed.
+3. Missing fds are put back at their numbers: from a held duplicate (the target
+   runs pidfd_getfd on the helper, then dup3), else a regular file is reopened
+   by path, else it is reported.
+4. FD_CLOEXEC; then every epoll instance is made to hold exactly the snapshot's
+   registrations (DEL / MOD / ADD; an instance holding a registration nobody can
+   name any more is replaced by a fresh one).
+5. Description state (offset, status flags, eventfd counter) goes back through a
+   borrowed copy of the fd, unless another process shares the description: then
+   changing it would change it for them too (an inherited stdout would rewind
+   the parent's log), so it is left and reported.
+6. What cannot be put back is reported: bytes read from pipes and sockets since
+   the snapshot, peers that have gone, timers that changed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..image import EpollItem, FileImage
+from ..proc import fds
+from ..proc.arch import current as arch
+from ..proc.inject import Injector
+from .freeze import Frozen
+from .keeper import FdKeeper
+
+EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
+F_DUPFD_CLOEXEC, F_SETFD, FD_CLOEXEC = 1030, 2, 1
+AT_FDCWD = -100
+_NO_REOPEN = os.O_CREAT | os.O_EXCL | os.O_TRUNC
+_SEMAPHORE_READ_LIMIT = 1 << 16
+
+
+@dataclass
+class FilesReport:
+    """What a reconcile did, fd numbers per action; `notes` says what it could not do."""
+
+    closed: list[int] = field(default_factory=list)
+    put_back: list[int] = field(default_factory=list)
+    reopened: list[int] = field(default_factory=list)
+    epoll_changed: list[int] = field(default_factory=list)
+    epoll_replaced: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    flags: list[int] = field(default_factory=list)
+    eventfds: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextmanager
+def _pidfd(pid: int, keeper: FdKeeper | None) -> Iterator[int]:
+    if keeper is not None:
+        yield keeper.pidfd(pid)
+        return
+    pidfd = os.pidfd_open(pid)
+    try:
+        yield pidfd
+    finally:
+        os.close(pidfd)
+
+
+def capture_files(fz: Frozen, keeper: FdKeeper | None, key: str | None) -> list[FileImage]:
+    """The fd table of a frozen process; with a keeper, duplicates are held under `key`."""
+    table = fds.read_fd_table(fz.pid)
+    own = keeper.own_fds() if keeper else set()
+    for fd, pids in fds.sharers(fz.pid, table.values(), own).items():
+        table[fd].shared_with = pids
+    files = list(table.values())
+    with _pidfd(fz.pid, keeper) as pidfd:
+        for f in files:
+            if f.kind in ("pipe", "socket"):
+                with fds.borrowed(pidfd, f.fd) as mine:
+                    f.waiting = fds.bytes_waiting(mine)
+                    f.hangup = fds.hung_up(mine)
+    if keeper is not None and key is not None:
+        keeper.hold(fz.pid, key, files)
+    return files
+
+
+def _names(f: FileImage | None, item: EpollItem) -> bool:
+    """Whether fd entry `f` could be the file an epoll item was registered with."""
+    return (
+        f is not None
+        and f.ino == item.ino
+        and (os.major(f.dev), os.minor(f.dev)) == (item.sdev >> 20, item.sdev & 0xFFFFF)
+    )
+
+
+class _Reconciler:
+    def __init__(
+        self,
+        fz: Frozen,
+        want: list[FileImage],
+        keeper: FdKeeper | None,
+        key: str | None,
+        scratch: int,
+        report: FilesReport,
+    ) -> None:
+        self.pid = fz.pid
+        self.inj: Injector = fz.injector
+        self.want = {f.fd: f for f in want}
+        self.keeper = keeper
+        self.key = key
+        self.scratch = scratch
+        self.report = report
+        self.target_pidfd: int | None = None  # the target's pidfd of us, while installing
+
+    def held(self, fd: int) -> int | None:
+        if self.keeper is None or self.key is None:
+            return None
+        return self.keeper.lookup(self.pid, self.key, fd)
+
+    def same(self, want: FileImage, now: FileImage) -> bool:
+        held = self.held(want.fd)
+        if held is not None:
+            return fds.same_file(self.pid, want.fd, os.getpid(), held)
+        # Without a duplicate the inode is all we have: anon inodes (eventfd,
+        # epoll) share one, so eventfds are told apart by their id.
+        return (want.kind, want.dev, want.ino, want.details.get("eventfd-id")) == (
+            now.kind,
+            now.dev,
+            now.ino,
+            now.details.get("eventfd-id"),
+        )
+
+    def run(self, pidfd: int) -> None:
+        now = fds.read_fd_table(self.pid)
+        keep = {n for n, w in self.want.items() if n in now and self.same(w, now[n])}
+        close = sorted(set(now) - keep)
+        missing = sorted(set(self.want) - keep)
+
+        replace = self._unregister(now, set(close))
+        for n in close:
+            self.inj.check("close", n)
+            self.report.closed.append(n)
+        if missing:
+            self._install(missing, now)
+
+        now = fds.read_fd_table(self.pid)
+        for n, w in self.want.items():
+            if n in now and now[n].cloexec != w.cloexec:
+                self.inj.check("fcntl", n, F_SETFD, FD_CLOEXEC if w.cloexec else 0)
+        for n, w in sorted(self.want.items()):
+            if w.kind == "epoll" and n in now:
+                self._reconcile_epoll(w, now, n in replace)
+        self._description_state(pidfd, fds.read_fd_table(self.pid))
+
+    # 1. epoll registrations of fds about to close
+    def _unregister(self, now: dict[int, FileImage], closing: set[int]) -> set[int]:
+        """DEL what can be deleted; returns epoll fds holding registrations we cannot reach."""
+        replace = set()
+        for e, ep in now.items():
+            if ep.kind != "epoll" or e in closing:
+                continue
+            for item in ep.epoll:
+                if item.tfd not in closing:
+                    continue
+                if not _names(now.get(item.tfd), item) or self._ctl(e, EPOLL_CTL_DEL, item) < 0:
+                    replace.add(e)
+        return replace
+
+    def _ctl(self, epfd: int, op: int, item: EpollItem) -> int:
+        event = self.inj.put(self.scratch, arch.pack_epoll_event(item.events, item.data))
+        return self.inj.call("epoll_ctl", epfd, op, item.tfd, event)
+
+    # 3. put missing fds back
+    def _install(self, missing: list[int], now: dict[int, FileImage]) -> None:
+        # Temporaries live above every number we may need, so they never
+        # take the place of an fd still to be installed.
+        high = max([*self.want, *now, 2]) + 1
+        try:
+            for n in missing:
+                w = self.want[n]
+                held = self.held(n)
+                if held is not None:
+                    tmp = self.inj.call("pidfd_getfd", self._target_pidfd(high), held, 0)
+                    if tmp < 0:
+                        self._note(
+                            w, f"could not be put back: pidfd_getfd failed with {_errname(tmp)}"
+                        )
+                        continue
+                    self._move(tmp, n, w.cloexec)
+                    self.report.put_back.append(n)
+                elif self._reopen(w):
+                    self.report.reopened.append(n)
+                else:
+                    self._note(
+                        w,
+                        "was closed since the snapshot and no duplicate of it is held "
+                        "(the snapshot was taken without a helper keeping its files); "
+                        "left closed",
+                    )
+        finally:
+            if self.target_pidfd is not None:
+                self.inj.call("close", self.target_pidfd)
+                self.target_pidfd = None
+
+    def _target_pidfd(self, high: int) -> int:
+        if self.target_pidfd is None:
+            first = self.inj.check("pidfd_open", os.getpid(), 0)
+            self.target_pidfd = self.inj.check("fcntl", first, F_DUPFD_CLOEXEC, high)
+            self.inj.check("close", first)
+        return self.target_pidfd
+
+    def _move(self, tmp: int, n: int, cloexec: bool) -> None:
+        if tmp == n:
+            self.inj.check("fcntl", n, F_SETFD, FD_CLOEXEC if cloexec else 0)
+            return
+        try:
+            self.inj.check("dup3", tmp, n, fds.O_CLOEXEC if cloexec else 0)
+        finally:
+            self.inj.call("close", tmp)
+
+    def _reopen(self, w: FileImage) -> bool:
+        if w.kind not in ("file", "dir") or not w.link.startswith("/"):
+            return False
+        try:
+            st = os.stat(w.link)
+        except OSError:
+            return False
+        if (st.st_dev, st.st_ino) != (w.dev, w.ino):
+            return False
+        path = self.inj.put(self.scratch, os.fsencode(w.link) + b"\0")
+        tmp = self.inj.call("openat", arch.unsigned(AT_FDCWD), path, w.flags & ~_NO_REOPEN, 0)
+        if tmp < 0:
+            return False
+        self._move(tmp, w.fd, w.cloexec)
+        return True
+
+    # 4. epoll registrations
+    def _reconcile_epoll(self, w: FileImage, now: dict[int, FileImage], replace: bool) -> None:
+        e = w.fd
+        wanted = {(i.tfd, i.ino, i.sdev): i for i in w.epoll}
+        if not replace:
+            for item in now[e].epoll:
+                want = wanted.get((item.tfd, item.ino, item.sdev))
+                if want is None:
+                    if not _names(now.get(item.tfd), item) or self._ctl(e, EPOLL_CTL_DEL, item) < 0:
+                        replace = True
+                        break
+                    self._changed(e)
+                elif (want.events, want.data) != (item.events, item.data):
+                    if self._ctl(e, EPOLL_CTL_MOD, want) < 0:
+                        replace = True
+                        break
+                    self._changed(e)
+        if replace:
+            fresh = self.inj.check("epoll_create1", 0)
+            self._move(fresh, e, w.cloexec)
+            self.report.epoll_replaced.append(e)
+            present: set[tuple[int, int, int]] = set()
+        else:
+            present = {(i.tfd, i.ino, i.sdev) for i in now[e].epoll}
+        for k, item in sorted(wanted.items()):
+            if k in present:
+                continue
+            if not _names(now.get(item.tfd), item):
+                self._note(w, f"registration of fd {item.tfd} dropped: that file is not back")
+                continue
+            result = self._ctl(e, EPOLL_CTL_ADD, item)
+            if result < 0:
+                self._note(w, f"could not register fd {item.tfd} again: {_errname(result)}")
+            else:
+                self._changed(e)
+
+    def _changed(self, e: int) -> None:
+        if e not in self.report.epoll_changed:
+            self.report.epoll_changed.append(e)
+
+    # 5, 6. description state, and what cannot be put back
+    def _description_state(self, pidfd: int, now: dict[int, FileImage]) -> None:
+        todo: list[tuple[FileImage, FileImage]] = []
+        for n, w in sorted(self.want.items()):
+            c = now.get(n)
+            if c is None:
+                continue
+            if (
+                (w.kind in ("file", "dir") and c.pos != w.pos)
+                or (c.flags ^ w.flags) & fds.SETFL_MASK
+                or c.eventfd_count != w.eventfd_count
+                or w.kind in ("pipe", "socket")
+                or (w.kind in ("timerfd", "signalfd") and c.details != w.details)
+            ):
+                todo.append((w, c))
+        if not todo:
+            return
+        own = self.keeper.own_fds() if self.keeper else set()
+        shared = fds.sharers(self.pid, [c for _, c in todo], own)
+        for w, c in todo:
+            with fds.borrowed(pidfd, w.fd) as mine:
+                self._one_description(w, c, mine, shared.get(w.fd, []))
+
+    def _one_description(self, w: FileImage, c: FileImage, mine: int, shared: list[int]) -> None:
+        n = w.fd
+        changes = []
+        if w.kind in ("file", "dir") and c.pos != w.pos:
+            changes.append("offset")
+        if (c.flags ^ w.flags) & fds.SETFL_MASK:
+            changes.append("status flags")
+        if c.eventfd_count != w.eventfd_count and w.eventfd_count is not None:
+            changes.append("counter")
+        if changes and shared:
+            self._note(
+                w,
+                f"{' and '.join(changes)} left as they are: the open file is shared with "
+                f"PID {', '.join(map(str, shared))}, which would see the change too",
+            )
+        elif changes:
+            if "offset" in changes:
+                os.lseek(mine, w.pos, os.SEEK_SET)
+                self.report.offsets.append(n)
+            if "status flags" in changes:
+                fcntl.fcntl(mine, fcntl.F_SETFL, w.flags & fds.SETFL_MASK)
+                self.report.flags.append(n)
+            if "counter" in changes:
+                self._set_eventfd(w, c, mine)
+        if w.kind in ("timerfd", "signalfd") and c.details != w.details:
+            self._note(w, "its settings changed since the snapshot and are not restored")
+        if w.kind in ("pipe", "socket"):
+            waiting = fds.bytes_waiting(mine) or 0
+            if w.waiting and waiting < w.waiting:
+                self._note(
+                    w,
+                    f"{w.waiting - waiting} of the {w.waiting} bytes waiting at the snapshot "
+                    "were read since and cannot be put back",
+                )
+            if not w.hangup and fds.hung_up(mine):
+                self._note(
+                    w, "its other end was closed since the snapshot; the process will see it closed"
+                )
+
+    def _set_eventfd(self, w: FileImage, c: FileImage, mine: int) -> None:
+        assert w.eventfd_count is not None
+        count = c.eventfd_count or 0
+        if count and w.eventfd_semaphore and count > _SEMAPHORE_READ_LIMIT:
+            self._note(w, f"semaphore count {count} too large to reset; left as it is")
+            return
+        # A read never blocks here: it only happens when the count is non-zero.
+        for _ in range(count if w.eventfd_semaphore else min(count, 1)):
+            os.read(mine, 8)
+        if w.eventfd_count:
+            os.write(mine, w.eventfd_count.to_bytes(8, "little"))
+        self.report.eventfds.append(w.fd)
+
+    def _note(self, w: FileImage, text: str) -> None:
+        self.report.notes.append(f"fd {w.fd} ({w.link}): {text}")
+
+
+def reconcile_files(
+    fz: Frozen,
+    want: list[FileImage],
+    keeper: FdKeeper | None,
+    key: str | None,
+    scratch: int,
+) -> FilesReport:
+    """Make the frozen process's fd table match `want` (module docstring for the order)."""
+    report = FilesReport()
+    with _pidfd(fz.pid, keeper) as pidfd:
+        _Reconciler(fz, want, keeper, key, scratch, report).run(pidfd)
+    return report
+
+
+def _errname(result: int) -> str:
+    return f"{os.strerror(-result)} ({errno.errorcode.get(-result, -result)})"
