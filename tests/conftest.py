@@ -32,7 +32,13 @@ def spawn(tmp_path: Path, c_targets: dict[str, Path]) -> Iterator[Callable[..., 
     """
     started: list[zdtm.Target] = []
 
-    def start(name: str, *args: str, user: Any = None, cwd: Path | None = None) -> zdtm.Target:
+    def start(
+        name: str,
+        *args: str,
+        user: Any = None,
+        cwd: Path | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> zdtm.Target:
         if name.endswith(".py"):
             argv = zdtm.python_argv(name, *args)
         else:
@@ -40,13 +46,24 @@ def spawn(tmp_path: Path, c_targets: dict[str, Path]) -> Iterator[Callable[..., 
         env = dict(os.environ) if user is None else zdtm.user_env(user)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         log = tmp_path / f"{name}-{len(started)}.stderr"
-        target = zdtm.Target(argv, name=name, log=log, user=user, env=env, cwd=cwd or tmp_path)
+        target = zdtm.Target(
+            argv, name=name, log=log, user=user, env=env, cwd=cwd or tmp_path, pass_fds=pass_fds
+        )
         started.append(target)
         return target
 
     yield start
     for target in started:
         target.kill()
+
+
+@pytest.fixture
+def keeper() -> Iterator[Any]:
+    """The helper's fd keeper, as a long-lived helper process holds one."""
+    from jupyter_chkpt.engine.keeper import FdKeeper
+
+    with FdKeeper() as k:
+        yield k
 
 
 @pytest.fixture

@@ -55,6 +55,7 @@ class Target:
         user: Any = None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         self.name = name
         self.argv = argv
@@ -72,6 +73,7 @@ class Target:
                 bufsize=0,
                 env=env,
                 cwd=cwd,
+                pass_fds=pass_fds,
                 **ids,
             )
         self._buf = b""

@@ -366,7 +366,7 @@ class _Reconciler:
 def reconcile_files(
     fz: Frozen,
     want: list[FileImage],
-    keeper: FdKeeper | None,
+    keeper: FdKeeper,
     key: str | None,
     scratch: int,
 ) -> FilesReport:

@@ -123,26 +123,21 @@ def restore_frozen(
     _check_files(plan(meta.mappings, read_maps(fz.pid)))
 
     # The safety image holds duplicates of every current fd, so that a
-    # rollback can put back what the restore closed.
+    # rollback can put back what the restore closed. Without a keeper of the
+    # caller's (the CLI) a temporary one holds them; it has none of the
+    # snapshot's, so files are then reopened by path where possible.
     own_keeper = keeper is None
-    safety_keeper = FdKeeper() if keeper is None else keeper
+    keeper = FdKeeper() if keeper is None else keeper
     safety_key = f"safety-{uuid.uuid4().hex}"
     try:
-        safety, safety_pages = capture(fz, _safety, safety_keeper, safety_key)
+        safety, safety_pages = capture(fz, _safety, keeper, safety_key)
         _apply_or_roll_back(
-            fz,
-            meta,
-            pages,
-            result,
-            (keeper, key),
-            (safety_keeper, safety_key),
-            safety,
-            safety_pages,
+            fz, meta, pages, result, (keeper, key), (keeper, safety_key), safety, safety_pages
         )
     finally:
-        safety_keeper.release(fz.pid, safety_key)
+        keeper.release(fz.pid, safety_key)
         if own_keeper:
-            safety_keeper.close()
+            keeper.close()
 
 
 def _apply_or_roll_back(
@@ -150,7 +145,7 @@ def _apply_or_roll_back(
     meta: ImageMeta,
     pages: PageRuns,
     result: RestoreResult,
-    files: tuple[FdKeeper | None, str | None],
+    files: tuple[FdKeeper, str | None],
     safety_files: tuple[FdKeeper, str],
     safety: ImageMeta,
     safety_pages: PageRuns,
@@ -183,7 +178,7 @@ def _apply(
     meta: ImageMeta,
     pages: PageRuns,
     result: RestoreResult,
-    keeper: FdKeeper | None,
+    keeper: FdKeeper,
     key: str | None,
 ) -> None:
     inj = fz.injector
@@ -329,7 +324,7 @@ def _task_state(
     fz: Frozen,
     meta: ImageMeta,
     result: RestoreResult,
-    keeper: FdKeeper | None,
+    keeper: FdKeeper,
     key: str | None,
     scratch: int,
 ) -> None:
