@@ -41,6 +41,7 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 class Command:
     name: ClassVar[str]
     help: ClassVar[str]
+    description: ClassVar[str] = ""  # longer text for `COMMAND --help`; defaults to help
     uses_store: ClassVar[bool] = True
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -118,6 +119,14 @@ class SnapshotCommand(Command):
 class RestoreCommand(Command):
     name = "restore"
     help = "return a running process, in place, to a snapshot's state"
+    description = (
+        "Return a running process, in place, to a snapshot's state: memory, registers, "
+        "layout, fds, epoll registrations, eventfd counters, offsets, signal dispositions, "
+        "umask and cwd. A one-shot CLI holds no duplicates of the process's files between "
+        "snapshot and restore, so of the fds closed since the snapshot only regular files "
+        "can be reopened; the rest are listed as notes. Anything that could not be put "
+        "back is printed as a note."
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
@@ -135,6 +144,8 @@ class RestoreCommand(Command):
             print(
                 f"restored PID {result.pid} to snapshot {result.snapshot_id} (paused {result.pause_s:.3f} s)"
             )
+            if result.files.summary():
+                print(f"files: {result.files.summary()}")
             for note in result.notes:
                 print(f"note: {note}")
         return 0
@@ -238,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cls in COMMANDS:
         command = cls()
-        p = sub.add_parser(cls.name, help=cls.help, description=cls.help)
+        p = sub.add_parser(cls.name, help=cls.help, description=cls.description or cls.help)
         command.add_arguments(p)
         if cls.uses_store:
             p.add_argument(

@@ -29,11 +29,19 @@ NAMES = [
     "/proc/PID/mem write",
     "process_vm_readv",
     "pidfd_getfd",
+    "kcmp",
     "userfaultfd WP_ASYNC",
     "PAGEMAP_SCAN",
     "soft-dirty",
 ]
-MUST_WORK_HERE = {"architecture", "kernel", "ptrace", "/proc/PID/mem write"}
+MUST_WORK_HERE = {
+    "architecture",
+    "kernel",
+    "ptrace",
+    "/proc/PID/mem write",
+    "pidfd_getfd",
+    "kcmp",
+}
 
 
 def open_fds() -> set[str]:

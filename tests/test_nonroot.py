@@ -114,3 +114,54 @@ def test_user_cannot_snapshot_root_process(spawn, nonroot_user, user_dir: Path) 
     zdtm.assert_released(target.pid)
     assert target.ok("verify 1") == "counter=1"
     target.quit()
+
+
+# Runs as the test user: a long-lived helper holding duplicates between
+# checkpoint and restore, as the helper daemon does.
+KEEPER_SCRIPT = """
+import json, sys
+from jupyter_chkpt.engine import checkpoint, restore
+from jupyter_chkpt.engine.keeper import FdKeeper
+from jupyter_chkpt.store import Store
+pid, store = int(sys.argv[1]), Store(sys.argv[2])
+with FdKeeper() as keeper:
+    info = checkpoint(pid, store, keeper=keeper)
+    print(info.id, flush=True)
+    sys.stdin.readline()
+    result = restore(pid, store, info.id, keeper=keeper)
+    print(json.dumps(result.to_json()), flush=True)
+"""
+
+
+def test_user_restores_closed_sockets_with_a_keeper(spawn, nonroot_user, user_dir: Path) -> None:
+    """The target runs pidfd_getfd on the helper: both are the same ordinary user."""
+    target = spawn("py_zmq.py", user=nonroot_user, cwd=user_dir)
+    helper = subprocess.Popen(
+        [sys.executable, "-c", KEEPER_SCRIPT, str(target.pid), str(user_dir / "store")],
+        user=nonroot_user.pw_uid,
+        group=nonroot_user.pw_gid,
+        extra_groups=[],
+        env=zdtm.user_env(nonroot_user),
+        cwd=user_dir,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert helper.stdout is not None and helper.stdin is not None
+        snap_id = helper.stdout.readline().strip()
+        assert snap_id, helper.communicate(timeout=60)[1]
+        target.ok("mutate")  # closes a zmq socket and an inproc PAIR end
+        out, err = helper.communicate("go\n", timeout=120)
+        assert helper.returncode == 0, err
+        result = json.loads(out)
+        assert result["snapshot_id"] == snap_id
+        assert result["files"]["put_back"], result
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+    zdtm.assert_released(target.pid)
+    target.ok("verify")
+    target.ok("work")
+    target.quit()

@@ -63,6 +63,16 @@ class FilesReport:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self) -> str:
+        """e.g. "closed 3 (fd 7, 8, 9), put back 1 (fd 5)"; "" when nothing was done."""
+        parts = []
+        for name, fds_ in asdict(self).items():
+            if name != "notes" and fds_:
+                parts.append(
+                    f"{name.replace('_', ' ')} {len(fds_)} (fd {', '.join(map(str, fds_))})"
+                )
+        return ", ".join(parts)
+
 
 @contextmanager
 def _pidfd(pid: int, keeper: FdKeeper | None) -> Iterator[int]:

@@ -55,10 +55,13 @@ _CAP_SYS_PTRACE = 19
 _SYS_USERFAULTFD = 323
 _SYS_PIDFD_OPEN = 434
 _SYS_PIDFD_GETFD = 438
+_SYS_KCMP = 312
+_KCMP_FILE = 0
 _SYSCALL_NAMES = {
     _SYS_USERFAULTFD: "userfaultfd",
     _SYS_PIDFD_OPEN: "pidfd_open",
     _SYS_PIDFD_GETFD: "pidfd_getfd",
+    _SYS_KCMP: "kcmp",
 }
 _PTRACE_NAMES = {
     _PTRACE_SEIZE: "PTRACE_SEIZE",
@@ -555,6 +558,14 @@ def _probe_pidfd_getfd() -> tuple[bool, str]:
     return True, "fetched an fd from a child"
 
 
+def _probe_kcmp() -> tuple[bool, str]:
+    with _Child() as child:
+        fd = _child_ack_fd(child)
+        if _syscall(_SYS_KCMP, child.pid, child.pid, _KCMP_FILE, fd, fd) != 0:
+            return False, "kcmp said an fd differs from itself"
+    return True, "compared a child's open files"
+
+
 def _child_ack_fd(child: _Child) -> int:
     # Find the child's write end of the reply pipe through /proc, not by assumption.
     fd_dir = f"/proc/{child.pid}/fd"
@@ -706,7 +717,8 @@ _PROBES: tuple[tuple[str, bool, Callable[[], tuple[bool, str]]], ...] = (
     ("yama ptrace_scope", True, _probe_yama),
     ("/proc/PID/mem write", True, _probe_mem_write),
     ("process_vm_readv", False, _probe_process_vm_readv),
-    ("pidfd_getfd", False, _probe_pidfd_getfd),
+    ("pidfd_getfd", True, _probe_pidfd_getfd),  # fd state: borrow, hold, put back
+    ("kcmp", True, _probe_kcmp),  # fd state: is it still the same open file?
     ("userfaultfd WP_ASYNC", False, _probe_uffd_wp_async),
     ("PAGEMAP_SCAN", False, _probe_pagemap_scan),
     ("soft-dirty", False, _probe_soft_dirty),
