@@ -221,9 +221,13 @@ class _Reconciler:
             if self.target_pidfd is not None:
                 self.inj.call("close", self.target_pidfd)
                 self.target_pidfd = None
+                fds.allow_ptrace_by(0)
 
     def _target_pidfd(self, high: int) -> int:
         if self.target_pidfd is None:
+            # The target takes files from us: under Yama scope 1 it needs our leave.
+            # Restores are serialized in this process, so one ptracer at a time suffices.
+            fds.allow_ptrace_by(self.pid)
             first = self.inj.check("pidfd_open", os.getpid(), 0)
             self.target_pidfd = self.inj.check("fcntl", first, F_DUPFD_CLOEXEC, high)
             self.inj.check("close", first)
