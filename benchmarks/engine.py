@@ -80,13 +80,14 @@ def main() -> int:
 
         try:
             assert target.stdout.readline().strip() == "ready"
-            pauses, commits, restores, restore_totals = [], [], [], []
+            pauses, commits, restores, restore_totals, os_state = [], [], [], [], []
             first = None
             for i in range(args.repeat):
                 t = time.perf_counter()
                 info = checkpoint(target.pid, store, label=f"bench-{i}")
                 commits.append(time.perf_counter() - t - info.stats["pause_s"])
                 pauses.append(info.stats["pause_s"])
+                os_state.append(store.load_meta(info.id).stats["os_state_s"])
                 first = first or info
                 assert ask("mutate") == "ok"
                 t = time.perf_counter()
@@ -111,6 +112,11 @@ def main() -> int:
         ("bytes dumped (pages with data)", f"{nbytes / (1 << 20):.0f} MiB", ""),
         ("plain memory copy, same bytes", f"{copy:.3f} s", "1.0x"),
         ("snapshot: target frozen", f"{pause:.3f} s", f"{pause / copy:.1f}x"),
+        (
+            "snapshot: of which fds, signals, umask",
+            f"{min(os_state):.3f} s",
+            f"{min(os_state) / pause:.2f} of frozen",
+        ),
         ("snapshot: dump throughput while frozen", f"{gib / pause:.2f} GiB/s", ""),
         (
             "snapshot: hash+compress+commit, all pages new",

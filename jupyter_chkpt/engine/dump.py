@@ -7,6 +7,7 @@ staging buffer; hashing, compression and writing happen after it runs again.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -80,8 +81,10 @@ def capture(
         size = n * PAGE_SIZE
         fz.mem.read_into(vaddr, buf[off : off + size])
         off += size
+    started = time.monotonic()
     with fz.injector.scratch_kept() as scratch:
         sigactions = capture_sigactions(fz.injector, scratch)
+    files = capture_files(fz, keeper, key)
     meta = ImageMeta(
         process=fz.identity,
         brk=brk,
@@ -89,10 +92,12 @@ def capture(
         cwd=procfs.cwd(fz.pid),
         threads=threads,
         mappings=maps,
-        files=capture_files(fz, keeper, key),
+        files=files,
         sigactions=sigactions,
         umask=procfs.umask(fz.pid),
     )
+    # kernel state beyond memory: fds, signal dispositions, umask
+    meta.stats["os_state_s"] = round(time.monotonic() - started, 6)
     return meta, PageRuns(buf, runs)
 
 
