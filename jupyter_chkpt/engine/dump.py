@@ -115,6 +115,8 @@ def checkpoint(
     files closed since; without one, only regular files can be reopened.
     """
     pending = f"pending-{uuid.uuid4().hex}"
+    if keeper is not None:
+        keeper.prune()
     with _staging_lock:
         with frozen(pid) as fz:
             meta, pages = capture(fz, _staging, keeper, pending)

@@ -333,7 +333,7 @@ class _Reconciler:
         if changes and shared:
             self._note(
                 w,
-                f"{' and '.join(changes)} left as they are: the open file is shared with "
+                f"{' and '.join(changes)} left unchanged: the open file is shared with "
                 f"PID {', '.join(map(str, shared))}, which would see the change too",
             )
         elif changes:
