@@ -38,6 +38,7 @@ def spawn(tmp_path: Path, c_targets: dict[str, Path]) -> Iterator[Callable[..., 
         user: Any = None,
         cwd: Path | None = None,
         pass_fds: tuple[int, ...] = (),
+        stderr: Any = None,
     ) -> zdtm.Target:
         if name.endswith(".py"):
             argv = zdtm.python_argv(name, *args)
@@ -47,7 +48,14 @@ def spawn(tmp_path: Path, c_targets: dict[str, Path]) -> Iterator[Callable[..., 
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         log = tmp_path / f"{name}-{len(started)}.stderr"
         target = zdtm.Target(
-            argv, name=name, log=log, user=user, env=env, cwd=cwd or tmp_path, pass_fds=pass_fds
+            argv,
+            name=name,
+            log=log,
+            user=user,
+            env=env,
+            cwd=cwd or tmp_path,
+            pass_fds=pass_fds,
+            stderr=stderr,
         )
         started.append(target)
         return target

@@ -63,11 +63,10 @@ def test_verify_ok_work_quit(case: str, spawn, c_targets) -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", [c for c, (_, _, expected) in CASES.items() if expected])
 def test_verify_detects_mutation(case: str, spawn, c_targets) -> None:
     name, args, expected = CASES[case]
-    if expected is None:
-        pytest.skip("a mutation that cannot be undone; the scenario checks the report")
+    assert expected is not None
     target = spawn(name, *_args(args, c_targets))
     target.ok("mutate")
     reply = target.send("verify")

@@ -105,10 +105,11 @@ def test_offset_without_keeper_reopens_closed_files(spawn, store) -> None:
 
 @pytest.mark.timeout(60)
 def test_shared_stdout_is_not_rewound(spawn, store, keeper, tmp_path: Path) -> None:
-    """The parent's log stays intact: an offset shared with it is never moved."""
+    """The target's stderr is the parent's own log, open in the parent too: the
+    shared offset is never moved, so the parent's lines stay intact."""
     log = tmp_path / "shared.log"
     with open(log, "wb", buffering=0) as f:
-        target = spawn("py_files.py", "shared", str(f.fileno()), pass_fds=(f.fileno(),))
+        target = spawn("py_files.py", "shared", "2", stderr=f)
         snap = checkpoint(target.pid, store, keeper=keeper)
         target.ok("mutate")
         f.write(b"parent: between\n")

@@ -15,6 +15,7 @@ without it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 TESTS = Path(__file__).resolve().parent
 TARGETS = TESTS / "targets"
@@ -56,15 +57,18 @@ class Target:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         pass_fds: tuple[int, ...] = (),
+        stderr: BinaryIO | None = None,
     ) -> None:
         self.name = name
         self.argv = argv
-        self._log_path = log
+        self._log_path = log if stderr is None else Path(stderr.name)
         ids = (
             {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         )
         # stderr goes to a file: unlike a pipe nobody reads, it never fills up and blocks the target
-        with open(log, "wb") as err:
+        # The parent keeps `stderr` open when it passes one: the target's
+        # stderr is then an open file description shared with the parent.
+        with open(log, "wb") if stderr is None else contextlib.nullcontext(stderr) as err:
             self.proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,
