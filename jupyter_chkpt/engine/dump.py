@@ -6,10 +6,11 @@ staging buffer; hashing, compression and writing happen after it runs again.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..image import PAGE_SIZE, ImageMeta, Mapping, PageRuns, ThreadImage
 from ..proc import procfs
@@ -107,19 +108,25 @@ def checkpoint(
     label: str = "",
     parent: str | None = None,
     keeper: FdKeeper | None = None,
+    *,
+    snap_id: str | None = None,
+    tags: dict[str, Any] | None = None,
+    staging: StagingBuffer | None = None,
 ) -> SnapshotInfo:
     """Snapshot process `pid` into `store`; the process runs on.
 
     With a keeper (a long-lived helper has one), duplicates of the process's
     fds are held under the new snapshot's id, so that a restore can put back
     files closed since; without one, only regular files can be reopened.
+    A caller that snapshots several processes at once gives each its own
+    `staging` buffer; otherwise snapshots share one and take turns.
     """
     pending = f"pending-{uuid.uuid4().hex}"
     if keeper is not None:
         keeper.prune()
-    with _staging_lock:
+    with contextlib.nullcontext() if staging else _staging_lock:
         with frozen(pid) as fz:
-            meta, pages = capture(fz, _staging, keeper, pending)
+            meta, pages = capture(fz, staging or _staging, keeper, pending)
             pause = fz.paused_for
         meta.stats.update(
             pause_s=round(pause, 6),
@@ -128,7 +135,7 @@ def checkpoint(
             mappings=len(meta.mappings),
         )
         try:
-            info = store.commit(meta, pages, label=label, parent=parent)
+            info = store.commit(meta, pages, label=label, parent=parent, snap_id=snap_id, tags=tags)
         except BaseException:
             if keeper is not None:
                 keeper.release(pid, pending)

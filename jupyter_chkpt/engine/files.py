@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ F_DUPFD_CLOEXEC, F_SETFD, FD_CLOEXEC = 1030, 2, 1
 AT_FDCWD = -100
 _NO_REOPEN = os.O_CREAT | os.O_EXCL | os.O_TRUNC
 _SEMAPHORE_READ_LIMIT = 1 << 16
+_ptracer = threading.Lock()  # held while a target may pull fds from this process
 
 
 @dataclass
@@ -222,11 +224,13 @@ class _Reconciler:
                 self.inj.call("close", self.target_pidfd)
                 self.target_pidfd = None
                 fds.allow_ptrace_by(0)
+                _ptracer.release()
 
     def _target_pidfd(self, high: int) -> int:
         if self.target_pidfd is None:
-            # The target takes files from us: under Yama scope 1 it needs our leave.
-            # Restores are serialized in this process, so one ptracer at a time suffices.
+            # The target takes files from us: under Yama scope 1 it needs our leave,
+            # and we can name one process at a time.
+            _ptracer.acquire()
             fds.allow_ptrace_by(self.pid)
             first = self.inj.check("pidfd_open", os.getpid(), 0)
             self.target_pidfd = self.inj.check("fcntl", first, F_DUPFD_CLOEXEC, high)

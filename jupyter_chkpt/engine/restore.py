@@ -10,6 +10,7 @@ rolls the process back to the safety image.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import threading
 import uuid
@@ -82,11 +83,19 @@ class RestoreResult:
         return asdict(self)
 
 
-def restore(pid: int, store: Store, ref: str, keeper: FdKeeper | None = None) -> RestoreResult:
+def restore(
+    pid: int,
+    store: Store,
+    ref: str,
+    keeper: FdKeeper | None = None,
+    *,
+    safety: StagingBuffer | None = None,
+) -> RestoreResult:
     """Restore snapshot `ref` (id or unique prefix) into process `pid`.
 
     `keeper` should be the one the snapshot was taken with: its duplicates put
-    back files the process closed since.
+    back files the process closed since. Restores of different processes at
+    once need a `safety` buffer each; otherwise they share one and take turns.
     """
     snap_id = store.resolve(ref)
     wanted = store.load_meta(snap_id).process
@@ -101,8 +110,8 @@ def restore(pid: int, store: Store, ref: str, keeper: FdKeeper | None = None) ->
     # Every page is verified before the process is touched.
     meta, pages = store.load(snap_id)
     result = RestoreResult(snapshot_id=snap_id, pid=pid)
-    with _restore_lock, frozen(pid) as fz:
-        restore_frozen(fz, meta, pages, result, keeper, snap_id)
+    with contextlib.nullcontext() if safety else _restore_lock, frozen(pid) as fz:
+        restore_frozen(fz, meta, pages, result, keeper, snap_id, safety or _safety)
         result.pause_s = round(fz.paused_for, 6)
     return result
 
@@ -114,6 +123,7 @@ def restore_frozen(
     result: RestoreResult,
     keeper: FdKeeper | None = None,
     key: str | None = None,
+    staging: StagingBuffer = _safety,
 ) -> None:
     gone = sorted(t.tid for t in meta.threads if t.tid not in fz.group.threads)
     if gone:
@@ -130,7 +140,7 @@ def restore_frozen(
     keeper = FdKeeper() if keeper is None else keeper
     safety_key = f"safety-{uuid.uuid4().hex}"
     try:
-        safety, safety_pages = capture(fz, _safety, keeper, safety_key)
+        safety, safety_pages = capture(fz, staging, keeper, safety_key)
         _apply_or_roll_back(
             fz, meta, pages, result, (keeper, key), (keeper, safety_key), safety, safety_pages
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import xxhash
@@ -38,6 +38,8 @@ class SnapshotInfo:
     npages: int
     new_pages: int
     stats: dict[str, Any]  # meta.stats
+    start_time: int = 0  # of the process (with pid: which process instance)
+    tags: dict[str, Any] = field(default_factory=dict)  # set by the caller, e.g. the kernel side
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +59,8 @@ class SnapshotInfo:
             npages=pages["npages"],
             new_pages=pages["new_pages"],
             stats=dict(meta.get("stats", {})),
+            start_time=int(meta["process"]["start_time"]),
+            tags=dict(m.get("tags", {})),
         )
 
 
@@ -66,6 +70,7 @@ def build(
     created: float,
     label: str,
     parent: str | None,
+    tags: dict[str, Any],
     meta: ImageMeta,
     npages: int,
     new_pages: int,
@@ -79,6 +84,7 @@ def build(
         "created": created,
         "label": label,
         "parent": parent,
+        "tags": tags,
         "pages": {
             "npages": npages,
             "new_pages": new_pages,
@@ -122,6 +128,8 @@ def _problem(m: dict[str, Any], snap_id: str) -> str | None:
     parent = m.get("parent", "")
     if parent is not None and not (isinstance(parent, str) and ID_RE.fullmatch(parent)):
         return "has no valid 'parent'"
+    if not isinstance(m.get("tags", {}), dict):
+        return "has no valid 'tags'"
     pages = m.get("pages")
     if not isinstance(pages, dict) or not all(
         _is_count(pages.get(k)) for k in ("npages", "new_pages", "mem_bytes", "stored_bytes")

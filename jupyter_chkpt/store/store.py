@@ -64,10 +64,20 @@ class Store:
     # --- writing ------------------------------------------------------------
 
     def commit(
-        self, meta: ImageMeta, pages: PageRuns, *, label: str = "", parent: str | None = None
+        self,
+        meta: ImageMeta,
+        pages: PageRuns,
+        *,
+        label: str = "",
+        parent: str | None = None,
+        snap_id: str | None = None,
+        tags: dict[str, Any] | None = None,
     ) -> SnapshotInfo:
+        """Store a snapshot; `snap_id` asks for that id (8 hex digits, not yet used)."""
         if parent is not None and not layout.ID_RE.fullmatch(parent):
             raise ValueError(f"parent {parent!r} is not a snapshot id")
+        if snap_id is not None and not layout.ID_RE.fullmatch(snap_id):
+            raise ValueError(f"{snap_id!r} is not a snapshot id (8 lowercase hex digits)")
         buf, npages = _page_buffer(pages)
         # hashing and the pagemap need no lock: keep other processes' wait short
         hashes = packs.hash_pages(buf, npages)
@@ -86,13 +96,14 @@ class Store:
                 )
                 self._index.note_written(self._packs, written)
                 stored_bytes = written.nbytes
-            snap_id, tmp = self._claim_id()
+            snap_id, tmp = self._claim_id(snap_id)
             try:
                 m = manifest.build(
                     snap_id=snap_id,
                     created=time.time(),
                     label=label,
                     parent=parent,
+                    tags=tags or {},
                     meta=meta,
                     npages=npages,
                     new_pages=len(new),
@@ -122,18 +133,22 @@ class Store:
                 data = b"".join(buf[i * PAGE_SIZE : (i + 1) * PAGE_SIZE] for _, i in chunk)
             yield [h for h, _ in chunk], data
 
-    def _claim_id(self) -> tuple[str, Path]:
+    def _claim_id(self, wanted: str | None = None) -> tuple[str, Path]:
         """A fresh id and its tmp dir; mkdir is the claim, so leftovers are never reused."""
         while True:
-            snap_id = secrets.token_hex(4)
-            if (self._snaps / snap_id).exists():
-                continue
+            snap_id = wanted or secrets.token_hex(4)
             tmp = self._snaps / f"{layout.TMP_PREFIX}{snap_id}"
-            try:
-                os.mkdir(tmp, layout.DIR_MODE)
-            except FileExistsError:
-                continue
-            return snap_id, tmp
+            if not (self._snaps / snap_id).exists():
+                try:
+                    os.mkdir(tmp, layout.DIR_MODE)
+                    return snap_id, tmp
+                except FileExistsError:
+                    pass
+            if wanted:
+                raise StoreError(
+                    f"snapshot id {wanted} is already taken",
+                    "Ask for another id, or let the store choose one",
+                )
 
     def set_label(self, snap_id: str, label: str) -> None:
         with layout.locked(self.root, exclusive=True):
