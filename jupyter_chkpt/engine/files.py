@@ -231,10 +231,15 @@ class _Reconciler:
             # The target takes files from us: under Yama scope 1 it needs our leave,
             # and we can name one process at a time.
             _ptracer.acquire()
-            fds.allow_ptrace_by(self.pid)
-            first = self.inj.check("pidfd_open", os.getpid(), 0)
-            self.target_pidfd = self.inj.check("fcntl", first, F_DUPFD_CLOEXEC, high)
-            self.inj.check("close", first)
+            try:
+                fds.allow_ptrace_by(self.pid)
+                first = self.inj.check("pidfd_open", os.getpid(), 0)
+                self.target_pidfd = self.inj.check("fcntl", first, F_DUPFD_CLOEXEC, high)
+                self.inj.check("close", first)
+            except BaseException:
+                fds.allow_ptrace_by(0)
+                _ptracer.release()
+                raise
         return self.target_pidfd
 
     def _move(self, tmp: int, n: int, cloexec: bool) -> None:
