@@ -124,3 +124,47 @@ class StorePermissionError(StoreError):
 
 class UnsupportedFormat(StoreError):
     remedy = "The snapshot was written by a different version of jupyter-chkpt; use that version to restore it"
+
+
+# --- the helper daemon and its clients --------------------------------------------
+
+
+class HelperError(ChkptError):
+    """Talking to the helper daemon failed."""
+
+
+class HelperUnavailable(HelperError):
+    remedy = (
+        "Check the helper's log (chkpt/helper.log in the Jupyter runtime directory, "
+        "`jupyter --runtime-dir`); `jupyter-chkpt helper status` shows whether one runs"
+    )
+
+
+class ProtocolError(HelperError):
+    remedy = "The helper and this process run different versions of jupyter-chkpt; restart the helper (`jupyter-chkpt helper stop`) and the kernel"
+
+
+class RequestRefused(HelperError):
+    remedy = "Only a kernel can snapshot or restore itself: run %checkpoint / %restore in that kernel, or use the JupyterLab buttons"
+
+
+class NotRegistered(HelperError):
+    remedy = (
+        'Start the kernel as "Python 3 (snapshots)" or run `%load_ext jupyter_chkpt` in it first'
+    )
+
+
+def error_by_name(name: str) -> type[ChkptError]:
+    """The error class called `name` (for errors that crossed the helper's socket)."""
+    found = _all_errors().get(name)
+    return found if found is not None else ChkptError
+
+
+def _all_errors() -> dict[str, type[ChkptError]]:
+    out: dict[str, type[ChkptError]] = {}
+    todo: list[type[ChkptError]] = [ChkptError]
+    while todo:
+        cls = todo.pop()
+        out[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    return out

@@ -1,0 +1,120 @@
+"""Client of the helper daemon, for kernels, the server extension and the CLI.
+
+Imports no engine code: a kernel never traces itself and stays light. The
+first client that finds no helper starts one (`start_helper`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from ..errors import HelperUnavailable, ProtocolError
+from . import paths, protocol
+
+START_TIMEOUT = 30.0
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a Unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+def start_helper() -> None:
+    """Start a helper daemon (or find that another client just did); returns when it listens."""
+    log = paths.log_path()
+    with open(log, "ab") as err:
+        os.chmod(log, 0o600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "jupyter_chkpt.helper", "start"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # never in the kernel's process group: interrupts go there
+            close_fds=True,
+            cwd="/",
+            timeout=START_TIMEOUT,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise HelperUnavailable(f"the helper did not start (exit status {proc.returncode})")
+
+
+def _connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class HelperClient:
+    """One connection to the helper; calls are serialized on it."""
+
+    def __init__(self, *, start: bool = True) -> None:
+        path = str(paths.socket_path())
+        try:
+            self.sock = _connect(path)
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            if not start:
+                raise HelperUnavailable(f"no helper is running ({e.strerror})") from None
+            start_helper()
+            self.sock = self._wait_for(path)
+        pid, uid, _ = peer_credentials(self.sock)
+        if uid != os.getuid():
+            self.sock.close()
+            raise HelperUnavailable(f"the helper socket is served by uid {uid}, not by you")
+        self.helper_pid = pid
+        self._reader = protocol.LineReader(self.sock)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _wait_for(path: str) -> socket.socket:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                return _connect(path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise HelperUnavailable("the helper started but does not listen") from None
+                time.sleep(0.05)
+
+    def call(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        """Send one request and return its result; errors come back raised."""
+        with self._lock:
+            req_id = next(self._ids)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.sendall(protocol.encode(protocol.request(req_id, op, **args)))
+                line = self._reader.read()
+            except OSError as e:
+                raise HelperUnavailable(f"lost the connection to the helper: {e}") from None
+            if line is None:
+                raise HelperUnavailable("the helper closed the connection (it may have exited)")
+            reply = protocol.decode(line)
+            if reply.get("id") != req_id:
+                raise ProtocolError(f"reply to request {reply.get('id')}, expected {req_id}")
+            return protocol.raise_for(reply)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> HelperClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,41 @@
+"""Where the helper's socket, lock and log live: `chkpt/` in the Jupyter runtime directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_runtime_dir
+
+from ..errors import HelperUnavailable
+
+SOCKET_NAME = "helper.sock"
+LOCK_NAME = "helper.lock"
+LOG_NAME = "helper.log"
+
+
+def helper_dir() -> Path:
+    """<runtime dir>/chkpt, 0700 and ours; created if missing."""
+    d = Path(jupyter_runtime_dir()) / "chkpt"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = d.stat()
+    if st.st_uid != os.getuid():
+        raise HelperUnavailable(
+            f"{d} belongs to uid {st.st_uid}, not to you (uid {os.getuid()})",
+            "Set JUPYTER_RUNTIME_DIR to a directory of your own",
+        )
+    if st.st_mode & 0o777 != 0o700:
+        d.chmod(0o700)  # ours: nobody else may reach the socket
+    return d
+
+
+def socket_path() -> Path:
+    return helper_dir() / SOCKET_NAME
+
+
+def lock_path() -> Path:
+    return helper_dir() / LOCK_NAME
+
+
+def log_path() -> Path:
+    return helper_dir() / LOG_NAME

@@ -1,0 +1,426 @@
+"""The helper daemon: serves one user's kernels over a Unix socket.
+
+Security: the socket is 0600 in a 0700 directory; each connection's peer uid
+must be ours (SO_PEERCRED). Only a process that registered itself can be
+checkpointed or restored, and only at its own request: the peer pid of the
+connection asking must be the registered pid. Others (the server extension,
+the CLI) may list, label, delete and ask for status.
+
+Concurrency: one thread per connection; one lock per kernel, so operations on
+a kernel are serialized while different kernels proceed side by side (each
+has its own staging buffers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import __version__
+from ..engine import checkpoint, restore
+from ..engine.keeper import FdKeeper
+from ..errors import (
+    AmbiguousSnapshot,
+    ChkptError,
+    HelperUnavailable,
+    NotRegistered,
+    ProtocolError,
+    RequestRefused,
+    UnknownSnapshot,
+)
+from ..proc import procfs
+from ..proc.memory import StagingBuffer
+from ..store import SnapshotInfo, Store
+from . import paths, protocol
+from .client import peer_credentials
+
+log = logging.getLogger("jupyter_chkpt.helper")
+
+PRUNE_INTERVAL = 1.0  # seconds between checks for kernels that have exited
+
+
+@dataclass
+class Kernel:
+    """A registered kernel process."""
+
+    pid: int
+    start_time: int
+    kernel_id: str
+    conn: Connection
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    live: str | None = None  # the snapshot the process is now derived from
+    staging: StagingBuffer = field(default_factory=StagingBuffer)
+    safety: StagingBuffer = field(default_factory=StagingBuffer)
+    # snapshot id -> id of the checkpoint request during which it was taken: the
+    # restored process wakes up waiting for the reply to exactly that request
+    request_ids: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"pid": self.pid, "kernel_id": self.kernel_id, "live": self.live}
+
+
+class Connection:
+    def __init__(self, server: HelperServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.peer_pid, self.peer_uid, _ = peer_credentials(sock)
+        self.reader = protocol.LineReader(sock)
+        self.send_lock = threading.Lock()
+        self.kernel: Kernel | None = None
+
+    def send(self, msg: dict[str, Any]) -> None:
+        with self.send_lock:
+            self.sock.sendall(protocol.encode(msg))
+
+    def serve(self) -> None:
+        try:
+            if self.peer_uid != os.getuid():
+                log.warning(
+                    "refused a connection from uid %d (pid %d)", self.peer_uid, self.peer_pid
+                )
+                self.send(
+                    protocol.failed(
+                        None,
+                        RequestRefused(
+                            f"this helper serves uid {os.getuid()}, not uid {self.peer_uid}",
+                            "Each user runs their own helper",
+                        ),
+                    )
+                )
+                return
+            while True:
+                line = self.reader.read()
+                if line is None:
+                    return
+                self.handle(line)
+        except (OSError, ProtocolError) as e:
+            log.info("connection from pid %d ended: %s", self.peer_pid, e)
+        finally:
+            self.server.forget(self)
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+    def handle(self, line: bytes) -> None:
+        req_id = None
+        try:
+            req = protocol.decode(line)
+            req_id = req.get("id")
+            op = req.get("op")
+            if op not in protocol.OPS:
+                raise ProtocolError(f"unknown operation {op!r}; known: {', '.join(protocol.OPS)}")
+            result = getattr(self.server, f"op_{op}")(self, req)
+        except Exception as e:
+            if not isinstance(e, ChkptError):
+                log.exception("request %r failed", line[:200])
+            self.send(protocol.failed(req_id, e))
+            return
+        if result is not None:  # None: the reply went out already (restore)
+            self.send(protocol.ok(req_id, result))
+
+
+class HelperServer:
+    def __init__(self, store: Store | None = None) -> None:
+        self.store = store or Store()
+        self.keeper = FdKeeper()
+        self.kernels: dict[int, Kernel] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.started = time.time()
+        self.listener: socket.socket | None = None
+
+    # --- life cycle ----------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Take the helper lock and the socket; a stale socket of a dead helper is replaced."""
+        lock_fd = os.open(paths.lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise HelperUnavailable(
+                "another helper is already running for this user", "Use that one"
+            ) from None
+        self._lock_fd = lock_fd  # held for our lifetime: proves the socket is ours
+        path = paths.socket_path()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # we hold the lock, so whatever is there is stale
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(64)
+        sock.settimeout(0.5)
+        self.listener = sock
+        log.info("helper %d (jupyter-chkpt %s) listening on %s", os.getpid(), __version__, path)
+
+    def serve_forever(self) -> None:
+        assert self.listener is not None
+        threading.Thread(target=self._prune_loop, name="prune", daemon=True).start()
+        while not self.stopping.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self.stopping.is_set():
+                    break
+                raise
+            sock.settimeout(None)
+            conn = Connection(self, sock)
+            threading.Thread(target=conn.serve, name=f"conn-{conn.peer_pid}", daemon=True).start()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop accepting; wait for operations in progress (they detach from their
+        kernels whatever happens), release every held file."""
+        self.stopping.set()
+        if self.listener is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(paths.socket_path())
+            self.listener.close()
+            self.listener = None
+        for k in list(self.kernels.values()):
+            with k.lock:  # an operation in progress finishes first
+                pass
+        self.keeper.close()
+        log.info("helper %d stopped", os.getpid())
+
+    def _prune_loop(self) -> None:
+        while not self.stopping.wait(PRUNE_INTERVAL):
+            for pid in self.keeper.prune():
+                log.info("released the files held for exited PID %d", pid)
+
+    def forget(self, conn: Connection) -> None:
+        with self.lock:
+            k = conn.kernel
+            if k is not None and self.kernels.get(k.pid) is k:
+                del self.kernels[k.pid]
+                log.info("kernel %s (PID %d) disconnected", k.kernel_id, k.pid)
+
+    # --- operations ------------------------------------------------------------------
+
+    def op_register(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
+        pid = int(req.get("pid", conn.peer_pid))
+        if pid != conn.peer_pid:
+            raise RequestRefused(f"PID {conn.peer_pid} tried to register PID {pid}")
+        identity = procfs.identity(pid)
+        k = Kernel(pid, identity.start_time, str(req.get("kernel_id", "")), conn)
+        with self.lock:
+            old = self.kernels.get(pid)
+            if old is not None and old.conn is not conn and old.start_time == k.start_time:
+                k.live = old.live
+            self.kernels[pid] = k
+            conn.kernel = k
+        log.info("kernel %s registered (PID %d)", k.kernel_id, pid)
+        return {"helper_pid": os.getpid(), "version": __version__, "store": str(self.store.root)}
+
+    def _self(self, conn: Connection, op: str) -> Kernel:
+        k = conn.kernel
+        if k is None or self.kernels.get(k.pid) is not k:
+            raise NotRegistered(f"PID {conn.peer_pid} asked to {op} but has not registered")
+        return k
+
+    def op_checkpoint(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
+        k = self._self(conn, "checkpoint")
+        tags = dict(req.get("tags") or {})
+        tags.setdefault("kernel_id", k.kernel_id)
+        with k.lock:
+            info = checkpoint(
+                k.pid,
+                self.store,
+                label=str(req.get("label", "")),
+                parent=k.live,
+                keeper=self.keeper,
+                snap_id=req.get("snap_id"),
+                tags=tags,
+                staging=k.staging,
+            )
+            k.live = info.id
+            k.request_ids[info.id] = req.get("id")
+            removed = self._retain(k, req.get("keep"))
+        log.info("PID %d: snapshot %s (%.3f s frozen)", k.pid, info.id, info.stats["pause_s"])
+        return {"snapshot": info.to_json(), "removed": removed}
+
+    def _retain(self, k: Kernel, keep: Any) -> list[str]:
+        """Automatic snapshots beyond the newest `keep` go (never the live one, never labelled)."""
+        if keep is None:
+            return []
+        autos = [
+            i
+            for i in self._snapshots_of(k.pid, k.start_time)
+            if i.tags.get("auto") and not i.label and i.id != k.live
+        ]
+        doomed = autos[: max(0, len(autos) - int(keep) + 1)]
+        for i in doomed:
+            self._delete(i.id)
+        return [i.id for i in doomed]
+
+    def op_restore(self, conn: Connection, req: dict[str, Any]) -> None:
+        k = self._self(conn, "restore")
+        with k.lock:
+            snap = self._resolve(k, str(req.get("ref", "")))
+            if not self.keeper.has(k.pid, snap.id) or snap.id not in k.request_ids:
+                raise RequestRefused(
+                    f"snapshot {snap.id} was not taken by this helper, which does not hold that "
+                    "kernel's connection and files as they were",
+                    "Snapshots can be restored while the helper that took them runs; take a new one",
+                )
+            result = restore(k.pid, self.store, snap.id, keeper=self.keeper, safety=k.safety)
+            k.live = snap.id
+            log.info("PID %d: restored %s (%.3f s frozen)", k.pid, snap.id, result.pause_s)
+            # The process now waits for the reply to the checkpoint request during
+            # which the snapshot was taken: that reply tells it it was restored.
+            conn.send(
+                protocol.ok(
+                    k.request_ids[snap.id],
+                    {
+                        "restored": {
+                            "snapshot": snap.to_json(),
+                            "result": result.to_json(),
+                            "carry": req.get("carry") or {},
+                        }
+                    },
+                )
+            )
+        return None
+
+    def _snapshots_of(self, pid: int, start_time: int) -> list[SnapshotInfo]:
+        found = [i for i in self.store.list(pid) if i.start_time == start_time]
+        return sorted(found, key=lambda i: i.created)
+
+    def _resolve(self, k: Kernel, ref: str) -> SnapshotInfo:
+        """ID (or prefix), -N (N-th newest), or a label, among this kernel's snapshots."""
+        mine = self._snapshots_of(k.pid, k.start_time)
+        if not mine:
+            raise UnknownSnapshot("this kernel has no snapshots", "Take one with %checkpoint")
+        if re.fullmatch(r"-\d+", ref):
+            n = int(ref[1:])
+            if not 1 <= n <= len(mine):
+                raise UnknownSnapshot(
+                    f"{ref}: this kernel has {len(mine)} snapshot(s)",
+                    "Use -1 for the newest, -2 for the one before, ...",
+                )
+            return mine[-n]
+        by_id = [i for i in mine if i.id.startswith(ref.lower())] if ref else []
+        by_label = [i for i in mine if i.label == ref]
+        if len(by_id) == 1 and not by_label:
+            return by_id[0]
+        if len(by_label) == 1 and not by_id:
+            return by_label[0]
+        if by_id or by_label:
+            raise AmbiguousSnapshot(
+                f"{ref!r} matches snapshots {', '.join(i.id for i in by_id + by_label)}"
+            )
+        raise UnknownSnapshot(f"this kernel has no snapshot with id or label {ref!r}")
+
+    def _target(self, req: dict[str, Any]) -> Kernel:
+        pid = req.get("pid")
+        with self.lock:
+            for k in self.kernels.values():
+                if k.pid == pid or (req.get("kernel_id") and k.kernel_id == req.get("kernel_id")):
+                    return k
+        raise NotRegistered(f"no registered kernel with {'PID ' + str(pid) if pid else 'that id'}")
+
+    def op_list(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
+        k = conn.kernel if not (req.get("pid") or req.get("kernel_id")) else self._target(req)
+        if k is None:
+            raise NotRegistered("list needs a kernel: give pid or kernel_id")
+        return {
+            "kernel": k.describe(),
+            "snapshots": [i.to_json() for i in self._snapshots_of(k.pid, k.start_time)],
+        }
+
+    def op_delete(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
+        snap_id = self.store.resolve(str(req.get("id", "")))
+        self._delete(snap_id)
+        return {"deleted": snap_id}
+
+    def _delete(self, snap_id: str) -> None:
+        self.store.delete(snap_id)
+        self.keeper.release_snapshot(snap_id)
+
+    def op_label(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
+        snap_id = self.store.resolve(str(req.get("id", "")))
+        self.store.set_label(snap_id, str(req.get("label", "")))
+        return {"snapshot": self.store.info(snap_id).to_json()}
+
+    def op_status(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            kernels = [k.describe() for k in self.kernels.values()]
+        return {
+            "helper_pid": os.getpid(),
+            "version": __version__,
+            "protocol": protocol.VERSION,
+            "uptime_s": round(time.time() - self.started, 3),
+            "kernels": kernels,
+            "store": {"root": str(self.store.root), **self.store.usage()},
+            "held_files": self.keeper.held_count(),
+        }
+
+    def op_shutdown(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
+        threading.Thread(target=self._stop_soon, daemon=True).start()
+        return {"stopping": True}
+
+    def _stop_soon(self) -> None:
+        time.sleep(0.1)  # let the reply go out
+        self.stopping.set()
+        if self.listener is not None:
+            with contextlib.suppress(OSError):
+                self.listener.shutdown(socket.SHUT_RDWR)
+
+
+def run(foreground: bool, store_root: str | None = None) -> int:
+    """Entry point of `python -m jupyter_chkpt.helper start`."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s helper[%(process)d] %(levelname)s %(message)s",
+    )
+    ready = None if foreground else _daemonize()
+    server = HelperServer(Store(store_root) if store_root else None)
+    try:
+        server.bind()
+    except HelperUnavailable as e:
+        if ready is not None:  # another client started one first: fine, unless it was not that
+            os.write(ready, b"0" if "already running" in e.message else b"1")
+        raise
+    if ready is not None:
+        os.write(ready, b"0")
+        os.close(ready)
+    signal.signal(signal.SIGTERM, lambda *_: server.stopping.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    server.serve_forever()
+    return 0
+
+
+def _daemonize() -> int:
+    """Detach into a new session; the starting process exits once we listen (or
+    failed to). Returns the pipe to report readiness on. Stdio goes nowhere: a
+    held stdout would keep whoever reads it waiting for end-of-file."""
+    r, w = os.pipe()
+    if os.fork() > 0:
+        os.close(w)
+        status = os.read(r, 1)
+        os._exit(0 if status == b"0" else 1)
+    os.close(r)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    logfile = os.open(paths.log_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(logfile, 2)
+    os.close(logfile)
+    os.chdir("/")
+    return w
