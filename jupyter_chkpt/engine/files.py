@@ -17,7 +17,7 @@ The reconcile order (docs/ARCHITECTURE.md, "Files"):
 5. Description state (offset, status flags, eventfd counter) goes back through a
    borrowed copy of the fd, unless another process shares the description: then
    changing it would change it for them too (an inherited stdout would rewind
-   the parent's log), so it is left and reported.
+   the parent's log), so it is left alone and listed in `FilesReport.shared`.
 6. What cannot be put back is reported: bytes read from pipes and sockets since
    the snapshot, peers that have gone, timers that changed.
 """
@@ -60,6 +60,9 @@ class FilesReport:
     offsets: list[int] = field(default_factory=list)
     flags: list[int] = field(default_factory=list)
     eventfds: list[int] = field(default_factory=list)
+    # offset / flags / counter differ but left alone: the open file is shared with
+    # another process, which would see the change too (an inherited stdout)
+    shared: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -340,11 +343,9 @@ class _Reconciler:
         if c.eventfd_count != w.eventfd_count and w.eventfd_count is not None:
             changes.append("counter")
         if changes and shared:
-            self._note(
-                w,
-                f"{' and '.join(changes)} left unchanged: the open file is shared with "
-                f"PID {', '.join(map(str, shared))}, which would see the change too",
-            )
+            # By design, not a failure: listed, not noted (every kernel's inherited
+            # stdout would otherwise make a note on every restore).
+            self.report.shared.append(n)
         elif changes:
             if "offset" in changes:
                 os.lseek(mine, w.pos, os.SEEK_SET)
