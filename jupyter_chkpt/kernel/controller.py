@@ -312,7 +312,8 @@ class Checkpointer:
             code = str(parent.get("content", {}).get("code", ""))
         first = next((line for line in code.splitlines() if line.strip()), "")
         return {
-            "execution_count": self.kernel.execution_count,
+            # at the safe point IPython has already counted the cell: it ran as count - 1
+            "execution_count": self.kernel.execution_count - 1,
             "cell": first[:200],
             "auto": want.auto,
         }
@@ -358,9 +359,10 @@ class Checkpointer:
         parent = {**req.msg, "content": {}}
         idents = [base64.b64decode(i) for i in req.idents]
         self.kernel.set_parent(idents, parent, channel="shell")
-        count = self.kernel.execution_count
+        count = self.kernel.execution_count - 1  # the last cell the restored state ran
         lines = [
-            f"restored snapshot {snap['id']} ({_describe(snap)}); execution count is now {count}"
+            f"restored snapshot {snap['id']} ({_describe(snap)}): the kernel is back after "
+            f"cell [{count}]; the next cell runs as [{count + 1}]"
         ]
         lines += [f"  note: {n}" for n in result.get("notes", [])]
         self._stream(parent, "\n".join(lines) + "\n")
