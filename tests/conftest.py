@@ -138,3 +138,61 @@ def user_dir(nonroot_user: Any) -> Iterator[Path]:
     os.chown(d, nonroot_user.pw_uid, nonroot_user.pw_gid)
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+# --- real kernels ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def helper_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
+    """A runtime directory and a store of this test's own; its helper is stopped after."""
+    runtime, store = tmp_path / "runtime", tmp_path / "chkpt-store"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("JUPYTER_CHKPT_STORE", str(store))
+    yield runtime, store
+    from jupyter_chkpt.errors import HelperUnavailable
+    from jupyter_chkpt.helper.client import HelperClient
+
+    try:
+        with HelperClient(start=False) as c:
+            pid = c.helper_pid
+            c.call("shutdown", timeout=10)
+        _wait_gone(pid)
+    except HelperUnavailable:
+        pass
+
+
+def _wait_gone(pid: int, timeout: float = 15.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+
+
+@pytest.fixture
+def kernel_factory(helper_dirs: tuple[Path, Path]) -> Iterator[Callable[..., Any]]:
+    """Start snapshots kernels (through jupyter_client); all are shut down after."""
+    import kernels
+
+    started: list[Any] = []
+
+    def start(kernel_name: str = kernels.KERNEL) -> Any:
+        k = kernels.Kernel(kernels.kernel_env(*helper_dirs), kernel_name)
+        started.append(k)
+        return k
+
+    yield start
+    for k in started:
+        k.shutdown()
+
+
+@pytest.fixture
+def kernel(kernel_factory: Callable[..., Any]) -> Any:
+    return kernel_factory()

@@ -27,6 +27,8 @@ def encode(msg: dict[str, Any]) -> bytes:
 
 
 def request(req_id: int, op: str, **args: Any) -> dict[str, Any]:
+    if {"v", "id", "op"} & args.keys():
+        raise ValueError("v, id and op are the envelope's; name arguments otherwise")
     return {"v": VERSION, "id": req_id, "op": op, **args}
 
 

@@ -343,7 +343,7 @@ class HelperServer:
         }
 
     def op_delete(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
-        snap_id = self.store.resolve(str(req.get("id", "")))
+        snap_id = self.store.resolve(str(req.get("snapshot", "")))
         self._delete(snap_id)
         return {"deleted": snap_id}
 
@@ -352,7 +352,7 @@ class HelperServer:
         self.keeper.release_snapshot(snap_id)
 
     def op_label(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
-        snap_id = self.store.resolve(str(req.get("id", "")))
+        snap_id = self.store.resolve(str(req.get("snapshot", "")))
         self.store.set_label(snap_id, str(req.get("label", "")))
         return {"snapshot": self.store.info(snap_id).to_json()}
 

@@ -124,12 +124,17 @@ class Checkpointer:
 
         dispatch = _async_in_context(lambda msg: self.kernel.shell_main(None, msg))
 
-        async def on_recv(msg: list[Any]) -> None:
-            self._received[id(msg)] = msg
+        async def handle(msg: list[Any]) -> None:
             try:
                 await dispatch(msg)
             finally:
                 self._received.pop(id(msg), None)
+
+        def on_recv(msg: list[Any]) -> Any:
+            # Recorded at once: the task that handles it may not start before a
+            # restore, and then only this record knows the message exists.
+            self._received[id(msg)] = msg
+            return handle(msg)
 
         self._on_main_recv = on_recv
         self._main_stream().on_recv(on_recv, copy=False)
@@ -195,6 +200,7 @@ class Checkpointer:
     def restore(self, ref: str, requester: Requester) -> None:
         """Restore now. On success this never returns: the process continues, as
         it was, at the snapshot's safe point. On failure it raises, unchanged."""
+        self._quiesce()
         early = self._drain_main_socket()
         carry = {
             "requester": requester.__dict__,
@@ -202,7 +208,7 @@ class Checkpointer:
             "handled": list(self._handled),
             "iopub_peers": _established(self._iopub_port()),
         }
-        self._quiesce()
+        log.debug("restore %s: %d pending shell messages", ref, len(carry["pending"]))
         try:
             self.call("restore", timeout=None, ref=ref, carry=carry)
         except BaseException:
@@ -471,12 +477,12 @@ class Checkpointer:
                 result = self.call("list")
                 self._reply(stream, {"msg": parent, "idents": ident}, {"status": "ok", **result})
             elif op == "delete":
-                self.call("delete", id=str(content.get("snapshot", "")))
+                self.call("delete", snapshot=str(content.get("snapshot", "")))
                 self._reply(stream, {"msg": parent, "idents": ident}, {"status": "ok"})
             elif op == "label":
                 result = self.call(
                     "label",
-                    id=str(content.get("snapshot", "")),
+                    snapshot=str(content.get("snapshot", "")),
                     label=str(content.get("label", "")),
                 )
                 self._reply(stream, {"msg": parent, "idents": ident}, {"status": "ok", **result})
@@ -495,7 +501,9 @@ class Checkpointer:
                     f"unknown chkpt_request operation {op!r}",
                     "Use checkpoint, restore, list, delete, label or settings",
                 )
-        except ChkptError as e:
+        except Exception as e:  # a frontend waits for an answer, whatever went wrong
+            if not isinstance(e, ChkptError):
+                log.exception("chkpt_request %s failed", op)
             self._reply(
                 stream, {"msg": parent, "idents": ident}, {"status": "error", "error": str(e)}
             )

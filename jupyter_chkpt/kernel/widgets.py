@@ -62,13 +62,13 @@ class SnapshotBrowser(w.VBox):
 
     def _delete(self) -> None:
         snap = self._selected()
-        self.ctl.call("delete", id=snap)
+        self.ctl.call("delete", snapshot=snap)
         self.message.value = f"deleted {snap}"
         self._refresh()
 
     def _label(self) -> None:
         snap = self._selected()
-        self.ctl.call("label", id=snap, label=self.label.value)
+        self.ctl.call("label", snapshot=snap, label=self.label.value)
         self.message.value = f"labelled {snap}"
         self._refresh()
 
