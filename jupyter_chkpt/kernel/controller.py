@@ -202,13 +202,14 @@ class Checkpointer:
         it was, at the snapshot's safe point. On failure it raises, unchanged."""
         self._quiesce()
         early = self._drain_main_socket()
+        pending = [[_b64(f) for f in _frames_bytes(m)] for m in self._pending_messages(early)]
         carry = {
             "requester": requester.__dict__,
-            "pending": [[_b64(f) for f in _frames_bytes(m)] for m in self._pending_messages(early)],
+            "pending": pending,
             "handled": list(self._handled),
             "iopub_peers": _established(self._iopub_port()),
         }
-        log.debug("restore %s: %d pending shell messages", ref, len(carry["pending"]))
+        log.debug("restore %s: %d pending shell messages", ref, len(pending))
         try:
             self.call("restore", timeout=None, ref=ref, carry=carry)
         except BaseException:
