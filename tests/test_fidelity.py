@@ -1,0 +1,60 @@
+"""The fidelity corpus (tests/scenarios/): kernel states pickling-based tools lose.
+
+One snapshots kernel runs every scenario in turn: SETUP, %checkpoint,
+fingerprint A, MUTATE, fingerprint (must differ from A), %restore, fingerprint
+(must equal A). See tests/scenarios/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kernels
+import pytest
+
+SCENARIOS = sorted((Path(__file__).parent / "scenarios").glob("s*.py"))
+
+
+def load(path: Path) -> dict[str, str]:
+    ns: dict[str, Any] = {}
+    exec(compile(path.read_text(), str(path), "exec"), ns)
+    return {k: ns[k] for k in ("SETUP", "FINGERPRINT", "MUTATE")}
+
+
+@pytest.fixture(scope="module")
+def shared_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kernels.Kernel]:
+    base = tmp_path_factory.mktemp("fidelity")
+    (base / "runtime").mkdir(mode=0o700)
+    k = kernels.Kernel(kernels.kernel_env(base / "runtime", base / "store"))
+    helper = None
+    try:
+        k.ok("%checkpoint -m start")
+        helper = int(k.value("get_ipython().kernel._chkpt.client.helper_pid"))
+        yield k
+    finally:
+        k.shutdown()
+        if helper:
+            os.kill(helper, signal.SIGTERM)
+
+
+def test_corpus_is_big_enough() -> None:
+    assert len(SCENARIOS) >= 25
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_scenario(shared_kernel: kernels.Kernel, path: Path) -> None:
+    k, s, label = shared_kernel, load(path), path.stem
+    k.ok(s["SETUP"])
+    k.ok(f"%checkpoint -m {label}")
+    before = k.value(s["FINGERPRINT"])
+    k.ok(s["MUTATE"])
+    mutated = k.run(s["FINGERPRINT"])
+    assert (mutated.value or mutated.error) != before, "MUTATE does not change the fingerprint"
+    r = k.ok(f"%restore {label}")
+    assert "restored snapshot" in r.stdout
+    assert k.value(s["FINGERPRINT"]) == before
