@@ -229,6 +229,46 @@ class GcCommand(Command):
         return 0
 
 
+class HelperCommand(Command):
+    name = "helper"
+    help = "the per-user helper daemon that serves snapshots kernels: status, start, stop"
+    uses_store = False
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("action", choices=["status", "start", "stop"])
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .errors import HelperUnavailable
+        from .helper.client import HelperClient
+
+        if args.action == "stop":
+            try:
+                with HelperClient(start=False) as c:
+                    c.call("shutdown", timeout=30)
+            except HelperUnavailable:
+                print("no helper is running")
+                return 0
+            print("helper stopping (operations in progress finish first)")
+            return 0
+        with HelperClient(start=args.action == "start") as c:
+            status = c.call("status", timeout=30)
+        if args.json:
+            _print_json(status)
+            return 0
+        store = status["store"]
+        print(
+            f"helper PID {status['helper_pid']}, jupyter-chkpt {status['version']}, "
+            f"protocol {status['protocol']}, up {status['uptime_s']:.0f} s"
+        )
+        print(
+            f"store {store['root']}: {store['snapshots']} snapshots, "
+            f"{_human(store['bytes_on_disk'])}; {status['held_files']} files held"
+        )
+        for k in status["kernels"]:
+            print(f"kernel PID {k['pid']} {k['kernel_id']}  live snapshot: {k['live'] or '-'}")
+        return 0
+
+
 COMMANDS: list[type[Command]] = [
     CheckCommand,
     SnapshotCommand,
@@ -237,6 +277,7 @@ COMMANDS: list[type[Command]] = [
     ShowCommand,
     RmCommand,
     GcCommand,
+    HelperCommand,
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -156,3 +157,19 @@ def test_helper_dying_during_a_snapshot_leaves_the_kernel_usable(kernel, how) ->
     kernel.ok("v = 8")
     kernel.ok("%restore after")
     assert kernel.value("v") == "7"
+
+
+def test_cli_helper_status_and_stop(helper_dirs) -> None:
+    run = [sys.executable, "-m", "jupyter_chkpt", "helper"]
+    res = subprocess.run([*run, "stop"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "no helper is running" in res.stdout
+    res = subprocess.run([*run, "status"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "no helper is running" in res.stderr
+    res = subprocess.run([*run, "start", "--json"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    pid = json.loads(res.stdout)["helper_pid"]
+    res = subprocess.run([*run, "status"], capture_output=True, text=True, timeout=60)
+    assert f"helper PID {pid}" in res.stdout
+    res = subprocess.run([*run, "stop"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "stopping" in res.stdout
+    _gone(pid)

@@ -165,3 +165,34 @@ def test_user_restores_closed_sockets_with_a_keeper(spawn, nonroot_user, user_di
     target.ok("verify")
     target.ok("work")
     target.quit()
+
+
+# Runs as the test user: a snapshots kernel through jupyter_client, its helper
+# started on demand as that user, %checkpoint / %restore, then the helper stopped.
+KERNEL_SCRIPT = """
+import os, pathlib, sys
+sys.path.insert(0, sys.argv[1])
+import kernels
+from jupyter_chkpt.helper.client import HelperClient
+base = pathlib.Path(sys.argv[2])
+(base / "rt").mkdir(mode=0o700)
+env = kernels.kernel_env(base / "rt", base / "store")
+os.environ.update(JUPYTER_RUNTIME_DIR=env["JUPYTER_RUNTIME_DIR"])
+k = kernels.Kernel(env)
+try:
+    k.ok("import socket; a, b = socket.socketpair(); x = 1")
+    k.ok("%checkpoint -m first")
+    k.ok("x = 2; a.close()")
+    k.ok("%restore first")
+    print(k.value("x"), k.value("a.sendall(b'hi'); b.recv(2)"), k.value("__import__('os').getuid()"))
+finally:
+    k.shutdown()
+    with HelperClient(start=False) as c:
+        c.call("shutdown", timeout=30)
+"""
+
+
+def test_user_runs_a_snapshots_kernel(nonroot_user, user_dir: Path) -> None:
+    res = run_as(nonroot_user, "-c", KERNEL_SCRIPT, str(zdtm.TESTS), str(user_dir))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split() == ["1", "b'hi'", str(nonroot_user.pw_uid)], res.stdout
