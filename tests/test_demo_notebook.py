@@ -19,6 +19,9 @@ def test_demo_notebook_executes_and_restores(helper_dirs, tmp_path: Path) -> Non
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
     texts = "".join(o.get("text", "") for o in outputs)
-    assert "restored snapshot" in texts and "the generator continues where the snapshot left it: True" in texts
+    assert (
+        "restored snapshot" in texts
+        and "the generator continues where the snapshot left it: True" in texts
+    )
     results = [o["data"]["text/plain"] for o in outputs if o.get("output_type") == "execute_result"]
     assert "True" in results, results
