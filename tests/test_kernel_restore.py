@@ -217,3 +217,28 @@ def os_getpgid(pid: int) -> int:
     import os
 
     return os.getpgid(pid)
+
+
+@pytest.mark.timeout(300)
+def test_snapshot_browser_widget(kernel) -> None:
+    kernel.ok("w = 'first'")
+    first = kernel.ok("%checkpoint -m one").value.strip("'")
+    kernel.ok("w = 'second'")
+    second = kernel.ok("%checkpoint -m two").value.strip("'")
+    r = kernel.ok("browser = %snapshots\nbrowser")
+    result = next(m for m in r.iopub if m["msg_type"] == "execute_result")["content"]["data"]
+    assert "application/vnd.jupyter.widget-view+json" in result
+    assert first in result["text/plain"] and "* " in result["text/plain"]  # text where no widgets
+    kernel.ok(f"browser.rows.value = {second!r}; browser.label.value = 'renamed'; browser._label()")
+    assert "labelled" in kernel.value("browser.message.value")
+    listing = {s["id"]: s for s in kernel.chkpt("list").content["snapshots"]}
+    assert listing[second]["label"] == "renamed"
+    kernel.ok(f"browser.rows.value = {second!r}; browser._delete()")
+    assert second not in {s["id"] for s in kernel.chkpt("list").content["snapshots"]}
+    # Restore runs on the main thread's event loop once the cell is done
+    kernel.ok("w = 'third'")
+    kernel.ok(f"browser.rows.value = {first!r}; browser._restore()")
+    deadline = time.monotonic() + 30
+    while kernel.value("w") != "'first'":
+        assert time.monotonic() < deadline, "the widget's restore did not happen"
+        time.sleep(0.2)
