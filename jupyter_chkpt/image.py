@@ -87,8 +87,15 @@ class Mapping:
         return self.perms[0] == "r"
 
     @property
+    def is_shared_anon(self) -> bool:
+        """mmap(MAP_SHARED | MAP_ANONYMOUS), e.g. Python's mmap.mmap(-1, n): backed by an
+        unnamed shmem file the kernel shows as /dev/zero (deleted)."""
+        return self.shared and self.inode != 0 and self.path == "/dev/zero (deleted)"
+
+    @property
     def is_file(self) -> bool:
-        return self.inode != 0
+        """Backed by a file one can reopen (shared anonymous memory is not)."""
+        return self.inode != 0 and not self.is_shared_anon
 
     @property
     def is_special(self) -> bool:

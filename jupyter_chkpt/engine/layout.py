@@ -24,7 +24,7 @@ MAX_SCANNED_UNREADABLE = 4 << 30
 
 def dumpable(m: Mapping) -> bool:
     """Mappings whose page contents belong in a snapshot."""
-    if m.is_special or m.shared:
+    if m.is_special or (m.shared and not m.is_shared_anon):
         return False
     return m.readable or m.size <= MAX_SCANNED_UNREADABLE
 

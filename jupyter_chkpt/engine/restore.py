@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 O_RDONLY, O_RDWR, O_CLOEXEC = 0, 2, 0o2000000
 AT_FDCWD = -100
 MADV_DONTNEED = 4
+MADV_REMOVE = 9
 # Pages to drop in runs shorter than this are zeroed by a write instead of an
 # injected madvise: one write is cheaper than one injected syscall.
 _ZERO_BY_WRITE_PAGES = 16
@@ -366,7 +367,10 @@ def _drop_pages_born_since(fz: Frozen, maps: list[Mapping], pages: PageRuns) -> 
     zeros = bytes(_ZERO_BY_WRITE_PAGES * PAGE_SIZE)
     for vaddr, n in subtract_runs(runs, pages.runs):
         owner = by_addr[bisect.bisect_right(starts, vaddr) - 1]
-        if not owner.is_file and n < _ZERO_BY_WRITE_PAGES:
+        if owner.is_shared_anon:
+            # DONTNEED only unmaps shared memory; REMOVE frees it, so it reads as zero
+            fz.injector.check("madvise", vaddr, n * PAGE_SIZE, MADV_REMOVE)
+        elif not owner.is_file and n < _ZERO_BY_WRITE_PAGES:
             fz.mem.write(vaddr, zeros[: n * PAGE_SIZE])
         else:
             fz.injector.check("madvise", vaddr, n * PAGE_SIZE, MADV_DONTNEED)
