@@ -7,6 +7,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "jupyter_chkpt.server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "jupyter-chkpt"}]
+
+
 def load_ipython_extension(ip: Any) -> None:
     """`%load_ext jupyter_chkpt`: snapshots in a running ipykernel 7 kernel."""
     from IPython.core.error import UsageError

@@ -207,7 +207,7 @@ class Checkpointer:
             "requester": requester.__dict__,
             "pending": pending,
             "handled": list(self._handled),
-            "iopub_peers": _established(self._iopub_port()),
+            "peers": {name: _established(port) for name, port in self._ports().items()},
         }
         log.debug("restore %s: %d pending shell messages", ref, len(pending))
         try:
@@ -361,7 +361,7 @@ class Checkpointer:
                 self._seen_since_restore.add(msg_id)
         self._new_history_session()
         if result.get("files", {}).get("closed"):
-            self._wait_for_frontends(int(carry.get("iopub_peers", 0)))
+            self._wait_for_frontends(carry.get("peers", {}))
 
         parent = {**req.msg, "content": {}}
         idents = [base64.b64decode(i) for i in req.idents]
@@ -413,22 +413,27 @@ class Checkpointer:
         except Exception as e:
             log.warning("jupyter-chkpt: could not start a new history session: %s", e)
 
-    def _wait_for_frontends(self, peers: int) -> None:
+    def _wait_for_frontends(self, peers: dict[str, int]) -> None:
         """Connections made since the snapshot were closed: frontends reconnect by
-        themselves; output published before they resubscribe would be lost."""
-        port = self._iopub_port()
+        themselves (zmq), but a reply routed or output published before they are
+        back would be lost. Wait until shell and IOPub have as many connections as
+        before the restore, then for a subscription."""
+        ports = self._ports()
         deadline = time.monotonic() + RECONNECT_WAIT_S
-        while time.monotonic() < deadline and _established(port) < peers:
+        while time.monotonic() < deadline and any(
+            _established(ports[name]) < int(n) for name, n in peers.items() if name in ports
+        ):
             time.sleep(0.02)
         self._subscribed.clear()
         self._subscribed.wait(0.2)
 
-    def _iopub_port(self) -> int:
+    def _ports(self) -> dict[str, int]:
         with contextlib.suppress(Exception):
             from ipykernel.kernelapp import IPKernelApp
 
-            return int(IPKernelApp.instance().iopub_port)
-        return 0
+            app = IPKernelApp.instance()
+            return {"shell": int(app.shell_port), "iopub": int(app.iopub_port)}
+        return {}
 
     # --- shell message bookkeeping ---------------------------------------------------
 
@@ -506,7 +511,9 @@ class Checkpointer:
             if not isinstance(e, ChkptError):
                 log.exception("chkpt_request %s failed", op)
             self._reply(
-                stream, {"msg": parent, "idents": ident}, {"status": "error", "error": str(e)}
+                stream,
+                {"msg": parent, "idents": ident},
+                {"status": "error", "error": str(e), "ename": type(e).__name__},
             )
 
     def requester(self, msg_type: str) -> Requester:

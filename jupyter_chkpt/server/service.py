@@ -1,0 +1,76 @@
+"""What the REST handlers do, kept out of them: ask a kernel (chkpt_request over
+its shell channel) or the helper (list, delete, label, status)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from jupyter_client.asynchronous.client import AsyncKernelClient
+
+from ..errors import ChkptError, NotRegistered, error_by_name
+from ..helper.client import HelperClient
+from ..kernel import tree
+
+KERNEL_REPLY_TIMEOUT = 3600.0  # a request queued behind a long cell waits for it
+
+
+class KernelBusy(ChkptError):
+    remedy = 'Wait until the kernel is idle, or send the request with "wait": true to queue it'
+
+
+class NotSnapshotsKernel(ChkptError):
+    remedy = (
+        'Change the kernel to "Python 3 (snapshots)" (Kernel > Change Kernel), or run '
+        "`%load_ext jupyter_chkpt` in this kernel"
+    )
+
+
+async def helper_call(op: str, **args: Any) -> dict[str, Any]:
+    def call() -> dict[str, Any]:
+        with HelperClient() as c:
+            return c.call(op, timeout=60, **args)
+
+    return await asyncio.to_thread(call)
+
+
+async def snapshots(kernel_id: str) -> dict[str, Any]:
+    """The kernel's snapshots with the tree order and the live one."""
+    try:
+        listing = await helper_call("list", kernel_id=kernel_id)
+    except NotRegistered:
+        raise NotSnapshotsKernel(f"kernel {kernel_id} does not take snapshots") from None
+    snaps = listing["snapshots"]
+    listing["tree"] = [
+        {"id": s["id"], "depth": depth, "last": last} for depth, last, s in tree.ordered(snaps)
+    ]
+    listing["text"] = tree.render(snaps, listing["kernel"]["live"])
+    return listing
+
+
+async def kernel_request(km: Any, content: dict[str, Any], *, wait: bool) -> dict[str, Any]:
+    """Send a chkpt_request to the kernel and return its chkpt_reply content.
+
+    The request is queued behind whatever the kernel is running, as cells are; with
+    wait=False a busy kernel is refused before anything is sent (never half-applied).
+    """
+    if not wait and getattr(km, "execution_state", "idle") == "busy":
+        raise KernelBusy("the kernel is busy running a cell")
+    kc = AsyncKernelClient()  # a session of its own: never mistaken for a frontend's
+    kc.load_connection_info(km.get_connection_info())
+    kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+    try:
+        msg = kc.session.msg("chkpt_request", content)
+        kc.shell_channel.send(msg)
+        msg_id = msg["header"]["msg_id"]
+        while True:
+            reply = await kc.get_shell_msg(timeout=KERNEL_REPLY_TIMEOUT)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+    finally:
+        kc.stop_channels()
+    result: dict[str, Any] = reply["content"]
+    if result.get("status") != "ok":
+        cls = error_by_name(str(result.get("ename", "")))
+        raise cls(str(result.get("error", "the kernel refused")), "")  # remedy is in the text
+    return result
