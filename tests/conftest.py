@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import zdtm
 
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 
 @pytest.fixture(scope="session")
 def c_targets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

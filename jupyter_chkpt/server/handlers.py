@@ -7,7 +7,7 @@ Every handler is authenticated (@web.authenticated) and authorized on the
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -39,9 +39,13 @@ _STATUS = [
 class ChkptHandler(APIHandler):
     auth_resource = "kernels"
 
-    def fail(self, error: ChkptError) -> None:
+    def fail(self, error: ChkptError) -> NoReturn:
+        """Answer with the error as JSON: what happened and what to do."""
         status = next((code for cls, code in _STATUS if isinstance(error, cls)), 500)
-        raise web.HTTPError(status, str(error).replace("%", "%%"))
+        self.log.warning("chkpt: %d %s", status, error)
+        self.set_status(status)
+        self.finish({"message": str(error), "reason": type(error).__name__})
+        raise web.Finish()
 
     def body(self) -> dict[str, Any]:
         if not self.request.body:
@@ -69,7 +73,6 @@ class ChkptHandler(APIHandler):
             return await service.kernel_request(km, content, wait=wait is not False)
         except ChkptError as e:
             self.fail(e)
-            raise  # not reached
 
 
 class StatusHandler(ChkptHandler):

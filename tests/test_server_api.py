@@ -1,0 +1,215 @@
+"""The REST API (/api/chkpt/), through a real jupyter_server, real kernels and a real helper."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.blocking import BlockingKernelClient
+from tornado.httpclient import HTTPClientError
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC = REPO / "share" / "jupyter" / "kernels" / "python3-chkpt"
+
+
+@pytest.fixture
+def jp_server_config() -> dict[str, Any]:
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_chkpt": True}}}
+
+
+@pytest.fixture
+def api(jp_fetch, jp_serverapp, jp_data_dir, jp_asyncio_loop, tmp_path, monkeypatch):
+    """jp_fetch under /api/chkpt, with the snapshots kernelspec and a helper of this test's.
+
+    The tests are plain functions driving the server's own event loop (`go`)."""
+    shutil.copytree(SPEC, jp_data_dir / "kernels" / "python3-chkpt")
+    monkeypatch.setenv("JUPYTER_CHKPT_STORE", str(tmp_path / "store"))
+    yield jp_fetch
+    from jupyter_chkpt.errors import HelperUnavailable
+    from jupyter_chkpt.helper.client import HelperClient
+
+    for kid in list(jp_serverapp.kernel_manager.list_kernel_ids()):
+        jp_asyncio_loop.run_until_complete(
+            jp_serverapp.kernel_manager.shutdown_kernel(kid, now=True)
+        )
+    try:
+        with HelperClient(start=False) as c:
+            c.call("shutdown", timeout=10)
+    except HelperUnavailable:
+        pass
+
+
+async def start_kernel(fetch: Any, name: str = "python3-chkpt") -> str:
+    r = await fetch("api", "kernels", method="POST", body=json.dumps({"name": name}))
+    return str(json.loads(r.body)["id"])
+
+
+def client(serverapp: Any, kid: str) -> BlockingKernelClient:
+    kc = BlockingKernelClient()
+    kc.load_connection_info(serverapp.kernel_manager.get_kernel(kid).get_connection_info())
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    return kc
+
+
+def run(kc: BlockingKernelClient, code: str) -> str:
+    """Run a cell; its execute_result or stdout."""
+    out: list[str] = []
+    reply = kc.execute_interactive(code, timeout=120, output_hook=lambda m: _collect(m, out))
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return "".join(out)
+
+
+def _collect(m: dict[str, Any], out: list[str]) -> None:
+    if m["msg_type"] == "execute_result":
+        out.append(m["content"]["data"]["text/plain"])
+    elif m["msg_type"] == "stream":
+        out.append(m["content"]["text"])
+
+
+async def call(fetch: Any, method: str, *path: str, body: Any = None) -> tuple[int, Any]:
+    try:
+        r = await fetch(
+            "api",
+            "chkpt",
+            *path,
+            method=method,
+            body=None if body is None else json.dumps(body),
+            allow_nonstandard_methods=True,
+        )
+    except HTTPClientError as e:
+        assert e.response is not None
+        return e.code, json.loads(e.response.body)
+    return r.code, json.loads(r.body) if r.body else None
+
+
+@pytest.mark.timeout(300)
+def test_snapshot_lifecycle_over_rest(api, jp_serverapp, jp_asyncio_loop) -> None:
+    go = jp_asyncio_loop.run_until_complete
+    kid = go(start_kernel(api))
+    kc = client(jp_serverapp, kid)
+    run(kc, "x = 1")
+    code, created = go(call(api, "POST", "kernels", kid, "snapshots", body={"label": "one"}))
+    assert code == 201, created
+    snap = created["snapshot"]
+    assert snap["label"] == "one" and snap["tags"]["execution_count"] >= 1
+    run(kc, "x = 2")
+    code, listing = go(call(api, "GET", "kernels", kid, "snapshots"))
+    assert code == 200
+    assert [s["id"] for s in listing["snapshots"]] == [snap["id"]]
+    assert listing["kernel"]["live"] == snap["id"]
+    assert listing["tree"] == [{"id": snap["id"], "depth": 0, "last": True}]
+
+    code, restored = go(
+        call(api, "POST", "kernels", kid, "snapshots", snap["id"], "restore", body={})
+    )
+    assert code == 200, restored
+    assert restored["snapshot"]["id"] == snap["id"]
+    assert run(kc, "x") == "1"
+
+    code, second = go(call(api, "POST", "kernels", kid, "snapshots", body={}))
+    assert code == 201
+    code, listing = go(call(api, "GET", "kernels", kid, "snapshots"))
+    assert [(t["id"], t["depth"]) for t in listing["tree"]] == [
+        (snap["id"], 0),
+        (second["snapshot"]["id"], 1),
+    ]
+    code, labelled = go(
+        call(api, "PATCH", "kernels", kid, "snapshots", snap["id"], body={"label": "renamed"})
+    )
+    assert code == 200 and labelled["snapshot"]["label"] == "renamed"
+    code, _ = go(call(api, "DELETE", "kernels", kid, "snapshots", snap["id"]))
+    assert code == 204
+    code, listing = go(call(api, "GET", "kernels", kid, "snapshots"))
+    assert [s["id"] for s in listing["snapshots"]] == [second["snapshot"]["id"]]
+    code, settings = go(
+        call(api, "PUT", "kernels", kid, "settings", body={"auto": True, "keep": 3})
+    )
+    assert code == 200 and settings == {"auto": True, "keep": 3}
+    code, status = go(call(api, "GET", "status"))
+    assert code == 200 and status["helper"]["kernels"], status
+    kc.stop_channels()
+
+
+@pytest.mark.timeout(300)
+def test_errors_say_what_to_do(api, jp_serverapp, jp_asyncio_loop) -> None:
+    go = jp_asyncio_loop.run_until_complete
+    code, err = go(call(api, "GET", "kernels", "no-such-kernel", "snapshots"))
+    assert code == 404 and "no kernel" in err["message"]
+
+    stock = go(start_kernel(api, "python3"))
+    code, err = go(call(api, "POST", "kernels", stock, "snapshots", body={}))
+    assert code == 409 and "Python 3 (snapshots)" in err["message"], err
+    code, err = go(call(api, "GET", "kernels", stock, "snapshots"))
+    assert code == 409
+
+    kid = go(start_kernel(api))
+    kc = client(jp_serverapp, kid)
+    code, err = go(call(api, "POST", "kernels", kid, "snapshots", "deadbeef", "restore", body={}))
+    assert code == 404 and "no snapshots" in err["message"] and "%checkpoint" in err["message"]
+    assert go(call(api, "POST", "kernels", kid, "snapshots", body={}))[0] == 201
+    code, err = go(call(api, "POST", "kernels", kid, "snapshots", "deadbeef", "restore", body={}))
+    assert code == 404 and "deadbeef" in err["message"], err
+    code, err = go(call(api, "PATCH", "kernels", kid, "snapshots", "deadbeef", body={}))
+    assert code == 400 and "label" in err["message"]
+    code, err = go(call(api, "DELETE", "kernels", kid, "snapshots", "deadbeef"))
+    assert code == 404
+    code, err = go(call(api, "PUT", "kernels", kid, "settings", body={"keep": 0}))
+    assert code == 400
+    r = go(
+        api(
+            "api",
+            "chkpt",
+            "kernels",
+            kid,
+            "snapshots",
+            method="POST",
+            body="not json",
+            raise_error=False,
+        )
+    )
+    assert r.code == 400
+
+    # a busy kernel: refused without sending anything, or queued and answered when done
+    kc.execute("import time; time.sleep(3)")
+    go(asyncio.sleep(0.5))  # the server sees the kernel's busy status
+    code, err = go(call(api, "POST", "kernels", kid, "snapshots", body={"wait": False}))
+    assert code == 409 and "busy" in err["message"], err
+    code, created = go(call(api, "POST", "kernels", kid, "snapshots", body={"label": "q"}))
+    assert code == 201 and created["snapshot"]["label"] == "q"
+    kc.get_shell_msg(timeout=30)
+    code, listing = go(call(api, "GET", "kernels", kid, "snapshots"))
+    assert [s["label"] for s in listing["snapshots"]] == ["", "q"], "the refused one was taken"
+    kc.stop_channels()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "status"),
+        ("GET", "kernels/k/snapshots"),
+        ("POST", "kernels/k/snapshots"),
+        ("PATCH", "kernels/k/snapshots/s"),
+        ("DELETE", "kernels/k/snapshots/s"),
+        ("POST", "kernels/k/snapshots/s/restore"),
+        ("PUT", "kernels/k/settings"),
+    ],
+)
+def test_every_route_needs_authentication(api, jp_asyncio_loop, method: str, path: str) -> None:
+    r = jp_asyncio_loop.run_until_complete(
+        api(
+            "api",
+            "chkpt",
+            *path.split("/"),
+            method=method,
+            body=None if method in ("GET", "DELETE") else "{}",
+            headers={"Authorization": "token wrong"},
+            raise_error=False,
+            allow_nonstandard_methods=True,
+        )
+    )
+    assert r.code == 403, (method, path, r.code)
