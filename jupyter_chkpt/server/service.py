@@ -48,6 +48,26 @@ async def snapshots(kernel_id: str) -> dict[str, Any]:
     return listing
 
 
+# One long-lived shell connection per kernel: a connection made for each request
+# would be open in one snapshot and gone at the restore (a note about a closed peer),
+# and a reply routed to a connection the restore has just reset could be lost.
+_clients: dict[int, tuple[AsyncKernelClient, asyncio.Lock, Any]] = {}
+
+
+def _client(km: Any) -> tuple[AsyncKernelClient, asyncio.Lock]:
+    for key, (kc, _, owner) in list(_clients.items()):
+        if getattr(owner, "has_kernel", True) is False:  # its kernel is gone
+            kc.stop_channels()
+            del _clients[key]
+    if id(km) not in _clients:
+        kc = AsyncKernelClient()  # a session of its own: never mistaken for a frontend's
+        kc.load_connection_info(km.get_connection_info())
+        kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+        _clients[id(km)] = (kc, asyncio.Lock(), km)
+    kc, lock, _ = _clients[id(km)]
+    return kc, lock
+
+
 async def kernel_request(km: Any, content: dict[str, Any], *, wait: bool) -> dict[str, Any]:
     """Send a chkpt_request to the kernel and return its chkpt_reply content.
 
@@ -56,10 +76,8 @@ async def kernel_request(km: Any, content: dict[str, Any], *, wait: bool) -> dic
     """
     if not wait and getattr(km, "execution_state", "idle") == "busy":
         raise KernelBusy("the kernel is busy running a cell")
-    kc = AsyncKernelClient()  # a session of its own: never mistaken for a frontend's
-    kc.load_connection_info(km.get_connection_info())
-    kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
-    try:
+    kc, lock = _client(km)
+    async with lock:  # one request at a time per kernel connection
         msg = kc.session.msg("chkpt_request", content)
         kc.shell_channel.send(msg)
         msg_id = msg["header"]["msg_id"]
@@ -67,8 +85,6 @@ async def kernel_request(km: Any, content: dict[str, Any], *, wait: bool) -> dic
             reply = await kc.get_shell_msg(timeout=KERNEL_REPLY_TIMEOUT)
             if reply["parent_header"].get("msg_id") == msg_id:
                 break
-    finally:
-        kc.stop_channels()
     result: dict[str, Any] = reply["content"]
     if result.get("status") != "ok":
         cls = error_by_name(str(result.get("ename", "")))
