@@ -93,7 +93,7 @@ def _serve(
                 raise AssertionError(log_path.read_text()[-3000:]) from None
             time.sleep(0.3)
     try:
-        yield {"url": url, "token": token, "log": log_path}
+        yield {"url": url, "token": token, "log": log_path, "root": root}
     finally:
         proc.terminate()
         try:
@@ -206,3 +206,24 @@ def test_checkpoint_restore_from_toolbar_and_panel(lab, page) -> None:
         news.get_by_text("No", exact=True).click()
     panel.screenshot(path=str(ARTIFACTS / "panel.png"))
     page.screenshot(path=str(ARTIFACTS / "lab.png"))
+
+
+@pytest.mark.timeout(300)
+def test_buttons_explain_how_to_enable_on_another_kernel(lab, page, tmp_path: Path) -> None:
+    root = Path(lab["root"])
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells = [nbformat.v4.new_code_cell("y = 1")]
+    nbformat.write(nb, root / "plain.ipynb")
+    page.goto(f"{lab['url']}/lab/tree/plain.ipynb?token={lab['token']}")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+        ".some(e => /Python 3 \\(ipykernel\\)|Python 3 \\| Idle|Idle/.test(e.textContent))"
+    )
+    page.locator(".jp-NotebookPanel-toolbar").get_by_text("Checkpoint").click()
+    text = _notification(page, "Checkpoint failed")
+    assert "Python 3 (snapshots)" in text and "%load_ext jupyter_chkpt" in text, text

@@ -20,10 +20,8 @@ class KernelBusy(ChkptError):
 
 
 class NotSnapshotsKernel(ChkptError):
-    remedy = (
-        'Change the kernel to "Python 3 (snapshots)" (Kernel > Change Kernel), or run '
-        "`%load_ext jupyter_chkpt` in this kernel"
-    )
+    # short: JupyterLab's notifications show 140 characters
+    remedy = 'Switch to "Python 3 (snapshots)" or run %load_ext jupyter_chkpt'
 
 
 async def helper_call(op: str, **args: Any) -> dict[str, Any]:
@@ -39,7 +37,7 @@ async def snapshots(kernel_id: str) -> dict[str, Any]:
     try:
         listing = await helper_call("list", kernel_id=kernel_id)
     except NotRegistered:
-        raise NotSnapshotsKernel(f"kernel {kernel_id} does not take snapshots") from None
+        raise NotSnapshotsKernel("this kernel does not take snapshots") from None
     snaps = listing["snapshots"]
     listing["tree"] = [
         {"id": s["id"], "depth": depth, "last": last} for depth, last, s in tree.ordered(snaps)
