@@ -99,11 +99,15 @@ def capture_files(fz: Frozen, keeper: FdKeeper | None, key: str | None) -> list[
         table[fd].shared_with = pids
     files = list(table.values())
     with _pidfd(fz.pid, keeper) as pidfd:
-        for f in files:
-            if f.kind in ("pipe", "socket"):
-                with fds.borrowed(pidfd, f.fd) as mine:
-                    f.waiting = fds.bytes_waiting(mine)
-                    f.hangup = fds.hung_up(mine)
+        try:
+            for f in files:
+                if f.kind in ("pipe", "socket"):
+                    with fds.borrowed(pidfd, f.fd) as mine:
+                        f.waiting = fds.bytes_waiting(mine)
+                        f.hangup = fds.hung_up(mine)
+        except OSError as e:
+            if e.errno not in fds.NOT_PERMITTED:
+                raise  # else: no pidfd_getfd here, so no byte counts
     if keeper is not None and key is not None:
         keeper.hold(fz.pid, key, files)
     return files
@@ -145,7 +149,9 @@ class _Reconciler:
     def same(self, want: FileImage, now: FileImage) -> bool:
         held = self.held(want.fd)
         if held is not None:
-            return fds.same_file(self.pid, want.fd, os.getpid(), held)
+            same = fds.same_file(self.pid, want.fd, os.getpid(), held)
+            if same is not None:
+                return same
         # Without a duplicate the inode is all we have: anon inodes (eventfd,
         # epoll) share one, so eventfds are told apart by their id.
         return (want.kind, want.dev, want.ino, want.details.get("eventfd-id")) == (
@@ -330,8 +336,18 @@ class _Reconciler:
         own = self.keeper.own_fds() if self.keeper else set()
         shared = fds.sharers(self.pid, [c for _, c in todo], own)
         for w, c in todo:
-            with fds.borrowed(pidfd, w.fd) as mine:
-                self._one_description(w, c, mine, shared.get(w.fd, []))
+            try:
+                with fds.borrowed(pidfd, w.fd) as mine:
+                    self._one_description(w, c, mine, shared.get(w.fd, []))
+            except OSError as e:
+                if e.errno not in fds.NOT_PERMITTED:
+                    raise
+                self.report.notes.append(
+                    "offsets, eventfd counters and flags of open files were not checked or "
+                    "restored: this host does not allow pidfd_getfd (a container's seccomp "
+                    "profile, for one)"
+                )
+                return
 
     def _one_description(self, w: FileImage, c: FileImage, mine: int, shared: list[int]) -> None:
         n = w.fd

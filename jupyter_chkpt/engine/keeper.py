@@ -59,7 +59,12 @@ class FdKeeper:
             proc = self._proc(pid)
             owned = proc.by_key.setdefault(key, {})
             for f in files:
-                held = self._find(pid, proc, f) or self._new(proc, f)
+                try:
+                    held = self._find(pid, proc, f) or self._new(proc, f)
+                except OSError as e:
+                    if e.errno not in fds.NOT_PERMITTED:
+                        raise
+                    return  # this host forbids pidfd_getfd: nothing can be held
                 held.owners.add(key)
                 owned[f.fd] = held
 
@@ -67,7 +72,7 @@ class FdKeeper:
         for held in proc.held:
             if (held.dev, held.ino) == (f.dev, f.ino) and fds.same_file(
                 pid, f.fd, os.getpid(), held.fd
-            ):
+            ):  # None (cannot tell): a duplicate of its own
                 return held
         return None
 

@@ -717,8 +717,10 @@ _PROBES: tuple[tuple[str, bool, Callable[[], tuple[bool, str]]], ...] = (
     ("yama ptrace_scope", True, _probe_yama),
     ("/proc/PID/mem write", True, _probe_mem_write),
     ("process_vm_readv", False, _probe_process_vm_readv),
-    ("pidfd_getfd", True, _probe_pidfd_getfd),  # fd state: borrow, hold, put back
-    ("kcmp", True, _probe_kcmp),  # fd state: is it still the same open file?
+    # Without these, memory and fd numbers are still restored; closed sockets cannot be put
+    # back and offsets/counters are left alone (docs/ARCHITECTURE.md, "Files").
+    ("pidfd_getfd", False, _probe_pidfd_getfd),
+    ("kcmp", False, _probe_kcmp),
     ("userfaultfd WP_ASYNC", False, _probe_uffd_wp_async),
     ("PAGEMAP_SCAN", False, _probe_pagemap_scan),
     ("soft-dirty", False, _probe_soft_dirty),

@@ -62,12 +62,20 @@ def allow_ptrace_by(pid: int) -> None:
     _libc.prctl(PR_SET_PTRACER, ctypes.c_ulong(pid), 0, 0, 0)
 
 
-def same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
-    """Whether the two fds are the same open file description (kcmp)."""
+# errors meaning "this host does not let us" (seccomp, missing kernel support),
+# as opposed to "no such fd": the engine then works without these syscalls
+NOT_PERMITTED = (errno.EPERM, errno.EACCES, errno.ENOSYS)
+
+
+def same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool | None:
+    """Whether the two fds are the same open file description (kcmp); None when
+    this host does not allow kcmp (Docker's default seccomp profile, for one)."""
     try:
         return _syscall("kcmp", pid1, pid2, KCMP_FILE, fd1, fd2) == 0
     except OSError as e:
-        if e.errno in (errno.EBADF, errno.ESRCH, errno.EPERM, errno.EACCES):
+        if e.errno in NOT_PERMITTED:
+            return None
+        if e.errno in (errno.EBADF, errno.ESRCH):
             return False
         raise
 
@@ -217,6 +225,7 @@ def sharers(pid: int, files: Iterable[FileImage], ignore_own: set[int]) -> dict[
             except OSError:
                 continue
             for fd in by_inode.get((st.st_dev, st.st_ino), ()):
-                if other not in found.get(fd, []) and same_file(pid, fd, other, n):
+                # without kcmp the same inode must do: rather left alone than rewound
+                if other not in found.get(fd, []) and same_file(pid, fd, other, n) is not False:
                     found.setdefault(fd, []).append(other)
     return found
