@@ -140,6 +140,10 @@ class HelperUnavailable(HelperError):
     )
 
 
+class HelperTimeout(HelperUnavailable):
+    remedy = "The helper is busy or stuck; see its log, or stop it with `jupyter-chkpt helper stop`"
+
+
 class ProtocolError(HelperError):
     remedy = "The helper and this process run different versions of jupyter-chkpt; restart the helper (`jupyter-chkpt helper stop`) and the kernel"
 

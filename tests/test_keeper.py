@@ -46,3 +46,28 @@ def test_duplicates_are_shared_between_snapshots_and_released_with_them(
     keeper.release_snapshot(b.id)
     assert keeper.held_count() == 0
     target.quit()
+
+
+@pytest.mark.timeout(60)
+def test_prune_works_with_fd_numbers_above_1024(spawn, store, keeper) -> None:
+    """A helper serving many kernels holds thousands of fds; select() would fail there."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2048:
+        pytest.skip("the hard fd limit is below 2048")
+    target = spawn("py_counter.py")  # before: the harness select()s on its pipes
+    resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    filler = []
+    try:
+        while len(filler) < 1100:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        checkpoint(target.pid, store, keeper=keeper)
+        assert keeper.pidfd(target.pid) >= 1024
+        target.quit()
+        assert keeper.prune() == [target.pid]
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -84,3 +84,12 @@ def test_restore_under_connection_churn(kernel) -> None:
     assert _value(newest, "v * 10") == "10"
     for c in (late, newest):
         c.stop_channels()
+
+
+@pytest.mark.timeout(300)
+def test_checkpoint_and_restore_refused_on_a_subshell(kernel) -> None:
+    sub = _control(kernel.kc, "create_subshell_request")["content"]["subshell_id"]
+    for code in ("%checkpoint", "%restore -1"):
+        r = kernel.reply_to(_execute_in(kernel.kc, code, sub))
+        assert r.status == "error" and "subshell" in r.content["evalue"], r.content
+    kernel.ok("%checkpoint")  # the main shell is fine

@@ -125,19 +125,19 @@ def checkpoint(
     if keeper is not None:
         keeper.prune()
     with contextlib.nullcontext() if staging else _staging_lock:
-        with frozen(pid) as fz:
-            meta, pages = capture(fz, staging or _staging, keeper, pending)
-            pause = fz.paused_for
-        meta.stats.update(
-            pause_s=round(pause, 6),
-            bytes=pages.nbytes,
-            threads=len(meta.threads),
-            mappings=len(meta.mappings),
-        )
         try:
+            with frozen(pid) as fz:
+                meta, pages = capture(fz, staging or _staging, keeper, pending)
+                pause = fz.paused_for
+            meta.stats.update(
+                pause_s=round(pause, 6),
+                bytes=pages.nbytes,
+                threads=len(meta.threads),
+                mappings=len(meta.mappings),
+            )
             info = store.commit(meta, pages, label=label, parent=parent, snap_id=snap_id, tags=tags)
         except BaseException:
-            if keeper is not None:
+            if keeper is not None:  # no snapshot: nothing may stay held for it
                 keeper.release(pid, pending)
             raise
         if keeper is not None:

@@ -230,10 +230,12 @@ class _Reconciler:
                     )
         finally:
             if self.target_pidfd is not None:
-                self.inj.call("close", self.target_pidfd)
-                self.target_pidfd = None
-                fds.allow_ptrace_by(0)
-                _ptracer.release()
+                try:
+                    self.inj.call("close", self.target_pidfd)
+                finally:  # whatever happened to the target, never keep the lock
+                    self.target_pidfd = None
+                    fds.allow_ptrace_by(0)
+                    _ptracer.release()
 
     def _target_pidfd(self, high: int) -> int:
         if self.target_pidfd is None:

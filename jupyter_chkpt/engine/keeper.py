@@ -158,5 +158,8 @@ class FdKeeper:
 
 
 def _exited(pidfd: int) -> bool:
-    # A pidfd becomes readable when its process exits.
-    return bool(select.select([pidfd], [], [], 0)[0])
+    # A pidfd becomes readable when its process exits. poll, not select: a helper
+    # serving many kernels holds fd numbers above select's limit of 1024.
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from ..errors import HelperUnavailable, ProtocolError
+from ..errors import HelperTimeout, HelperUnavailable, ProtocolError
 from . import paths, protocol
 
 START_TIMEOUT = 30.0
@@ -80,6 +80,11 @@ class HelperClient:
         self._reader = protocol.LineReader(self.sock)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self._broken = False
+
+    def _abandon(self) -> None:
+        self._broken = True
+        self.close()
 
     @staticmethod
     def _wait_for(path: str) -> socket.socket:
@@ -95,14 +100,29 @@ class HelperClient:
     def call(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         """Send one request and return its result; errors come back raised."""
         with self._lock:
+            if self._broken:
+                raise HelperUnavailable("this connection to the helper was abandoned")
             req_id = next(self._ids)
+            data = protocol.encode(protocol.request(req_id, op, **args))
+            if len(data) > protocol.MAX_LINE:
+                raise ProtocolError(f"a {op} request of {len(data)} bytes is too large to send")
             self.sock.settimeout(timeout)
             try:
-                self.sock.sendall(protocol.encode(protocol.request(req_id, op, **args)))
+                self.sock.sendall(data)
                 line = self._reader.read()
+            except TimeoutError:
+                self._abandon()
+                raise HelperTimeout(f"the helper did not answer {op} within {timeout} s") from None
             except OSError as e:
+                self._abandon()
                 raise HelperUnavailable(f"lost the connection to the helper: {e}") from None
+            except BaseException:
+                # interrupted while the helper works: its late reply must never be read
+                # as the answer to another request
+                self._abandon()
+                raise
             if line is None:
+                self._abandon()
                 raise HelperUnavailable("the helper closed the connection (it may have exited)")
             reply = protocol.decode(line)
             if reply.get("id") != req_id:

@@ -199,8 +199,11 @@ class HelperServer:
 
     def _prune_loop(self) -> None:
         while not self.stopping.wait(PRUNE_INTERVAL):
-            for pid in self.keeper.prune():
-                log.info("released the files held for exited PID %d", pid)
+            try:
+                for pid in self.keeper.prune():
+                    log.info("released the files held for exited PID %d", pid)
+            except Exception:
+                log.exception("pruning held files failed; will try again")
 
     def forget(self, conn: Connection) -> None:
         with self.lock:
@@ -227,6 +230,8 @@ class HelperServer:
         return {"helper_pid": os.getpid(), "version": __version__, "store": str(self.store.root)}
 
     def _self(self, conn: Connection, op: str) -> Kernel:
+        if self.stopping.is_set():
+            raise HelperUnavailable("the helper is shutting down", "Try again in a moment")
         k = conn.kernel
         if k is None or self.kernels.get(k.pid) is not k:
             raise NotRegistered(f"PID {conn.peer_pid} asked to {op} but has not registered")
@@ -344,7 +349,12 @@ class HelperServer:
 
     def op_delete(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
         snap_id = self.store.resolve(str(req.get("snapshot", "")))
-        self._delete(snap_id)
+        info = self.store.info(snap_id)
+        with self.lock:
+            owner = self.kernels.get(info.pid)
+        # not while its kernel is being restored: the restore may be using its files
+        with owner.lock if owner is not None else contextlib.nullcontext():
+            self._delete(snap_id)
         return {"deleted": snap_id}
 
     def _delete(self, snap_id: str) -> None:
@@ -388,6 +398,7 @@ def run(foreground: bool, store_root: str | None = None) -> int:
         format="%(asctime)s helper[%(process)d] %(levelname)s %(message)s",
     )
     ready = None if foreground else _daemonize()
+    _raise_fd_limit()
     server = HelperServer(Store(store_root) if store_root else None)
     try:
         server.bind()
@@ -402,6 +413,15 @@ def run(foreground: bool, store_root: str | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     server.serve_forever()
     return 0
+
+
+def _raise_fd_limit() -> None:
+    """The keeper holds each kernel's files: allow as many as the hard limit permits."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _daemonize() -> int:

@@ -28,13 +28,15 @@ import ctypes
 import logging
 import os
 import secrets
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ChkptError, HelperUnavailable
+from ..errors import ChkptError, HelperTimeout, HelperUnavailable
 from ..helper.client import HelperClient
 
 log = logging.getLogger("jupyter_chkpt.kernel")
@@ -89,7 +91,7 @@ class Checkpointer:
         # shell messages for the main thread: received, not yet dispatched (by identity)
         self._received: dict[int, list[Any]] = {}
         self._handled: collections.deque[str] = collections.deque(maxlen=HANDLED_MEMORY)
-        self._seen_since_restore: set[str] = set()
+        self._seen_since_restore = _BoundedSet(2 * HANDLED_MEMORY)
         self._replays: set[int] = set()  # messages we re-dispatch after a restore
         self.restores = 0
         self._subscribed = threading.Event()
@@ -157,9 +159,13 @@ class Checkpointer:
     def client(self) -> HelperClient:
         if self._client is None:
             client = HelperClient()
-            reply = client.call(
-                "register", timeout=30, pid=os.getpid(), kernel_id=self._kernel_id()
-            )
+            try:
+                reply = client.call(
+                    "register", timeout=30, pid=os.getpid(), kernel_id=self._kernel_id()
+                )
+            except BaseException:
+                client.close()
+                raise
             _allow_ptrace_by(int(reply["helper_pid"]))
             self._client = client
         return self._client
@@ -182,6 +188,9 @@ class Checkpointer:
         """A helper request; a helper that went away is restarted once."""
         try:
             return self.client.call(op, timeout=timeout, **args)
+        except HelperTimeout:
+            self._drop_client()
+            raise  # the helper is alive but slow: a retry would not help
         except HelperUnavailable:
             self._drop_client()
             return self.client.call(op, timeout=timeout, **args)
@@ -192,6 +201,7 @@ class Checkpointer:
         self, label: str = "", *, auto: bool = False, reply_to: dict[str, Any] | None = None
     ) -> str:
         """Mark a snapshot as wanted at this request's safe point; returns its id."""
+        _on_main_thread("%checkpoint")
         self.client  # noqa: B018 - fail now, in the cell, if there is no helper
         snap_id = secrets.token_hex(4)
         self.pending = PendingCheckpoint(snap_id, label, auto, reply_to)
@@ -200,6 +210,7 @@ class Checkpointer:
     def restore(self, ref: str, requester: Requester) -> None:
         """Restore now. On success this never returns: the process continues, as
         it was, at the snapshot's safe point. On failure it raises, unchanged."""
+        _on_main_thread("%restore")
         self._quiesce()
         early = self._drain_main_socket()
         pending = [[_b64(f) for f in _frames_bytes(m)] for m in self._pending_messages(early)]
@@ -211,7 +222,8 @@ class Checkpointer:
         }
         log.debug("restore %s: %d pending shell messages", ref, len(pending))
         try:
-            self.call("restore", timeout=None, ref=ref, carry=carry)
+            with _uninterrupted():
+                self.call("restore", timeout=None, ref=ref, carry=carry)
         except BaseException:
             for msg in early:  # taken from the socket: hand them back
                 self._feed(msg)
@@ -289,15 +301,16 @@ class Checkpointer:
         parent = self.kernel.get_parent("shell")
         self._quiesce()
         try:
-            result = self.call(
-                "checkpoint",
-                timeout=None,
-                snap_id=want.snap_id,
-                label=want.label,
-                tags=self._tags(want),
-                keep=self.settings.keep if want.auto else None,
-            )
-        except ChkptError as e:
+            with _uninterrupted():
+                result = self.call(
+                    "checkpoint",
+                    timeout=None,
+                    snap_id=want.snap_id,
+                    label=want.label,
+                    tags=self._tags(want),
+                    keep=self.settings.keep if want.auto else None,
+                )
+        except Exception as e:  # whatever it was, idle must still be published
             self._stream(parent, f"jupyter-chkpt: snapshot failed: {e}\n", "stderr")
             if want.reply_to:
                 self._reply(stream, want.reply_to, {"status": "error", "error": str(e)})
@@ -353,7 +366,7 @@ class Checkpointer:
 
         # Stale requests: whatever comes back from the image that the pre-restore
         # process had already handled, or hands over to us now.
-        self._seen_since_restore = set(carry.get("handled", []))
+        self._seen_since_restore = _BoundedSet(2 * HANDLED_MEMORY, carry.get("handled", []))
         self._seen_since_restore.add(req.msg["header"]["msg_id"])
         for frames in pending:
             msg_id = self._msg_id(frames)
@@ -588,3 +601,44 @@ def _allow_ptrace_by(pid: int) -> None:
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PTRACER, ctypes.c_ulong(pid), 0, 0, 0)
+
+
+def _on_main_thread(what: str) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        raise ChkptError(
+            f"{what} ran on a subshell thread; snapshots and restores happen on the main shell",
+            "Run it in the notebook's main shell, not in a subshell",
+        )
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """No KeyboardInterrupt while the helper freezes or restores us: an interrupted
+    wait would leave its answer unread while it goes on working on this process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+class _BoundedSet:
+    """A set that forgets its oldest members beyond `limit`."""
+
+    def __init__(self, limit: int, items: Iterable[str] = ()) -> None:
+        self.limit = limit
+        self._items: collections.OrderedDict[str, None] = collections.OrderedDict()
+        for item in items:
+            self.add(item)
+
+    def add(self, item: str) -> None:
+        self._items[item] = None
+        self._items.move_to_end(item)
+        while len(self._items) > self.limit:
+            self._items.popitem(last=False)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items

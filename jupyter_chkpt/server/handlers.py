@@ -33,6 +33,8 @@ _STATUS = [
     (service.KernelBusy, 409),
     (RequestRefused, 403),
     (HelperUnavailable, 503),
+    (service.KernelGone, 410),
+    (service.KernelTimeout, 504),
 ]
 
 
@@ -69,7 +71,13 @@ class ChkptHandler(APIHandler):
     ) -> dict[str, Any]:
         km = self.kernel(kernel_id)
         try:
-            await service.snapshots(kernel_id)  # refuse non-snapshot kernels before sending
+            try:  # refuse non-snapshot kernels before sending anything
+                await service.snapshots(kernel_id)
+            except service.NotSnapshotsKernel:
+                # a snapshots kernel whose helper restarted registers again on its
+                # next request: send it; any other kernel is refused
+                if not service.is_snapshots_kernelspec(km):
+                    raise
             return await service.kernel_request(km, content, wait=wait is not False)
         except ChkptError as e:
             self.fail(e)

@@ -4,6 +4,8 @@ its shell channel) or the helper (list, delete, label, status)."""
 from __future__ import annotations
 
 import asyncio
+import queue
+import time
 from typing import Any
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
@@ -19,6 +21,14 @@ class KernelBusy(ChkptError):
     remedy = 'Wait until the kernel is idle, or send the request with "wait": true to queue it'
 
 
+class KernelGone(ChkptError):
+    remedy = "Restart the kernel; its snapshots cannot be restored into a new process"
+
+
+class KernelTimeout(ChkptError):
+    remedy = "The kernel may be stuck in a cell: interrupt it, then try again"
+
+
 class NotSnapshotsKernel(ChkptError):
     # short: JupyterLab's notifications show 140 characters
     remedy = 'Switch to "Python 3 (snapshots)" or run %load_ext jupyter_chkpt'
@@ -30,6 +40,13 @@ async def helper_call(op: str, **args: Any) -> dict[str, Any]:
             return c.call(op, timeout=60, **args)
 
     return await asyncio.to_thread(call)
+
+
+def is_snapshots_kernelspec(km: Any) -> bool:
+    try:
+        return bool(km.kernel_spec.metadata.get("jupyter_chkpt"))
+    except Exception:
+        return False
 
 
 async def snapshots(kernel_id: str) -> dict[str, Any]:
@@ -79,8 +96,16 @@ async def kernel_request(km: Any, content: dict[str, Any], *, wait: bool) -> dic
         msg = kc.session.msg("chkpt_request", content)
         kc.shell_channel.send(msg)
         msg_id = msg["header"]["msg_id"]
+        deadline = time.monotonic() + KERNEL_REPLY_TIMEOUT
         while True:
-            reply = await kc.get_shell_msg(timeout=KERNEL_REPLY_TIMEOUT)
+            try:
+                reply = await kc.get_shell_msg(timeout=5)
+            except queue.Empty:
+                if not await km.is_alive():
+                    raise KernelGone("the kernel died before it answered") from None
+                if time.monotonic() > deadline:
+                    raise KernelTimeout("the kernel did not answer within an hour") from None
+                continue
             if reply["parent_header"].get("msg_id") == msg_id:
                 break
     result: dict[str, Any] = reply["content"]
