@@ -141,6 +141,7 @@ def test_helper_dying_during_a_snapshot_leaves_the_kernel_usable(kernel, how) ->
     while not _traced(kernel.pid):
         assert time.monotonic() < deadline, "the snapshot never froze the kernel"
         time.sleep(0.002)
+    time.sleep(0.05)  # well into copying 1.5 GB, which is nearly all of the freeze
     os.kill(helper, how)
     _gone(helper)
     r = kernel.reply_to(msg_id)

@@ -70,8 +70,11 @@ def capture(
     """The image of a frozen process; its pages live in `staging` until the next capture.
 
     With a keeper, duplicates of the process's fds are held under `key`.
+
+    Injected syscalls come last and are few: a helper killed while a thread runs
+    one leaves that thread with the injected registers (see ARCHITECTURE.md), while
+    one killed during the copy, which is nearly all of the freeze, harms nothing.
     """
-    brk = fz.injector.check("brk", 0)
     maps = read_maps(fz.pid)
     threads = capture_threads(fz)
     runs = page_runs(fz.pid, maps)
@@ -82,6 +85,7 @@ def capture(
         size = n * PAGE_SIZE
         fz.mem.read_into(vaddr, buf[off : off + size])
         off += size
+    brk = fz.injector.check("brk", 0)
     started = time.monotonic()
     with fz.injector.scratch_kept() as scratch:
         sigactions = capture_sigactions(fz.injector, scratch)

@@ -16,9 +16,16 @@ _UNCHANGEABLE = {signal.SIGKILL, signal.SIGSTOP}
 
 
 def capture_sigactions(inj: Injector, scratch: int) -> list[SigAction]:
+    """Every signal's disposition. /proc says which are ignored and which have a
+    handler; only handlers (a few) need an injected rt_sigaction for the details."""
+    caught, ignored = procfs.signal_masks(inj.thread.pid)
     actions = []
     for signo in range(1, arch.NSIG + 1):
+        bit = 1 << (signo - 1)
         if signo in _UNCHANGEABLE:
+            continue
+        if not caught & bit:
+            actions.append(SigAction(signo, 1 if ignored & bit else 0, 0, 0, 0))
             continue
         if inj.call("rt_sigaction", signo, 0, scratch, arch.SIGSET_SIZE) < 0:
             continue

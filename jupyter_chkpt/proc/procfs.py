@@ -96,6 +96,16 @@ def cwd(pid: int) -> str:
     return os.readlink(proc_path(pid, "cwd"))
 
 
+def signal_masks(pid: int) -> tuple[int, int]:
+    """(caught, ignored): the process's signals with a handler, and those ignored."""
+    fields: dict[str, str] = {}
+    with open(proc_path(pid, "status")) as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return int(fields["SigCgt"], 16), int(fields["SigIgn"], 16)
+
+
 def umask(pid: int) -> int:
     with open(proc_path(pid, "status")) as f:
         for line in f:
