@@ -220,10 +220,64 @@ def test_buttons_explain_how_to_enable_on_another_kernel(lab, page, tmp_path: Pa
     nb.cells = [nbformat.v4.new_code_cell("y = 1")]
     nbformat.write(nb, root / "plain.ipynb")
     page.goto(f"{lab['url']}/lab/tree/plain.ipynb?token={lab['token']}")
-    page.wait_for_function(
+    page.wait_for_function(  # the kernel must exist before the button can ask about it
         "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
-        ".some(e => /Python 3 \\(ipykernel\\)|Python 3 \\| Idle|Idle/.test(e.textContent))"
+        ".some(e => /ipykernel\\) \\| Idle/.test(e.textContent))"
     )
     page.locator(".jp-NotebookPanel-toolbar").get_by_text("Checkpoint").click()
     text = _notification(page, "Checkpoint failed")
     assert "Python 3 (snapshots)" in text and "%load_ext jupyter_chkpt" in text, text
+
+
+@pytest.mark.timeout(600)
+def test_panel_label_delete_and_restore_picker(lab, page) -> None:
+    page.goto(f"{lab['url']}/lab/tree/snapshots.ipynb?token={lab['token']}")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+        ".some(e => /Idle/.test(e.textContent))"
+    )
+    toolbar = page.locator(".jp-NotebookPanel-toolbar")
+    _run_cell(page, 0)  # x = 1
+    page.wait_for_function(
+        "() => /\\[1\\]/.test(document.querySelectorAll('.jp-Notebook .jp-Cell .jp-InputPrompt')[0].textContent)"
+    )
+    page.keyboard.press("Alt+Shift+C")  # the shortcut
+    _notification(page, "Snapshot [0-9a-f]{8} taken")
+    _run_cell(page, 1)  # x = 2
+    toolbar.get_by_text("Checkpoint").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.Toastify__toast')]"
+        ".filter(t => /Snapshot [0-9a-f]{8} taken/.test(t.textContent)).length >= 2"
+    )
+    page.locator(".lm-TabBar-tab[data-id='jp-chkpt-panel']").click()
+    panel = page.locator("#jp-chkpt-panel")
+    rows = panel.locator(".jp-chkpt-row")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#jp-chkpt-panel .jp-chkpt-row').length === 2"
+    )
+    first = rows.nth(0).get_attribute("data-snapshot")
+
+    rows.nth(0).locator("button.jp-chkpt-label").click()  # Label: a dialog asks for it
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator("input").fill("clean")
+    dialog.get_by_role("button", name="Ok").click()
+    page.wait_for_function(
+        "() => /'clean'/.test(document.querySelector('#jp-chkpt-panel').textContent)"
+    )
+
+    toolbar.get_by_text("Restore").click()  # the picker: newest first
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator("select").select_option(index=1)  # the older one, labelled 'clean'
+    dialog.get_by_role("button", name="Ok").click()
+    _notification(page, f"Kernel restored to {first}")
+    _run_cell(page, 2)
+    page.wait_for_function(
+        "() => /x is 1/.test(document.querySelectorAll('.jp-Notebook .jp-Cell')[2].textContent)"
+    )
+
+    second = rows.nth(1).get_attribute("data-snapshot")
+    rows.nth(1).locator("button.jp-chkpt-delete").click()
+    _notification(page, f"Snapshot {second} deleted")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#jp-chkpt-panel .jp-chkpt-row').length === 1"
+    )
