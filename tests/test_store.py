@@ -14,6 +14,7 @@ import pytest
 from jupyter_chkpt.errors import (
     AmbiguousSnapshot,
     CorruptSnapshot,
+    StoreError,
     StorePermissionError,
     UnknownSnapshot,
     UnsupportedFormat,
@@ -117,6 +118,19 @@ def test_round_trip_from_a_fresh_store_object(tmp_path: Path) -> None:
     info = make_store(tmp_path / "s").commit(make_meta(), image())
     _, loaded = Store(tmp_path / "s").load(info.id)
     assert_same(loaded, image())
+
+
+def test_chosen_id_and_tags(tmp_path: Path) -> None:
+    """The kernel picks the id up front (so %checkpoint can return it) and tags the snapshot."""
+    store = make_store(tmp_path / "s")
+    info = store.commit(make_meta(), image(), snap_id="0badcafe", tags={"execution_count": 7})
+    assert info.id == "0badcafe" and info.tags == {"execution_count": 7}
+    assert store.info("0badcafe").tags == {"execution_count": 7}
+    with pytest.raises(StoreError, match="already taken"):
+        store.commit(make_meta(), image(), snap_id="0badcafe")
+    with pytest.raises(ValueError, match="not a snapshot id"):
+        store.commit(make_meta(), image(), snap_id="../etc")
+    assert [i.id for i in store.list()] == ["0badcafe"]  # the refused ones left nothing
 
 
 def test_empty_image(tmp_path: Path) -> None:
