@@ -22,6 +22,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ from .client import peer_credentials
 log = logging.getLogger("jupyter_chkpt.helper")
 
 PRUNE_INTERVAL = 1.0  # seconds between checks for kernels that have exited
+SHUTDOWN_WAIT_S = 300.0  # at most, for operations in progress when asked to stop
 
 
 @dataclass
@@ -102,7 +104,11 @@ class Connection:
                 if line is None:
                     return
                 self.handle(line)
-        except (OSError, ProtocolError) as e:
+        except ProtocolError as e:  # e.g. a line too long to read: say so, then hang up
+            log.info("connection from pid %d ended: %s", self.peer_pid, e)
+            with contextlib.suppress(OSError):
+                self.send(protocol.failed(None, e))
+        except OSError as e:
             log.info("connection from pid %d ended: %s", self.peer_pid, e)
         finally:
             self.server.forget(self)
@@ -117,7 +123,8 @@ class Connection:
             op = req.get("op")
             if op not in protocol.OPS:
                 raise ProtocolError(f"unknown operation {op!r}; known: {', '.join(protocol.OPS)}")
-            result = getattr(self.server, f"op_{op}")(self, req)
+            with self.server.in_flight():
+                result = getattr(self.server, f"op_{op}")(self, req)
         except Exception as e:
             if not isinstance(e, ChkptError):
                 log.exception("request %r failed", line[:200])
@@ -136,6 +143,19 @@ class HelperServer:
         self.stopping = threading.Event()
         self.started = time.time()
         self.listener: socket.socket | None = None
+        self._active = 0  # operations running; shutdown waits for them
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
 
     # --- life cycle ----------------------------------------------------------------
 
@@ -191,9 +211,10 @@ class HelperServer:
                 os.unlink(paths.socket_path())
             self.listener.close()
             self.listener = None
-        for k in list(self.kernels.values()):
-            with k.lock:  # an operation in progress finishes first
-                pass
+        # Operations in progress finish first (new ones are refused once stopping is
+        # set); exiting under one would kill its thread mid-injection.
+        with self._idle:
+            self._idle.wait_for(lambda: self._active == 0, timeout=SHUTDOWN_WAIT_S)
         self.keeper.close()
         log.info("helper %d stopped", os.getpid())
 
