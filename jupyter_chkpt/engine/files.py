@@ -326,9 +326,7 @@ class _Reconciler:
             if c is None:
                 continue
             if (
-                (w.kind in ("file", "dir") and c.pos != w.pos)
-                or (c.flags ^ w.flags) & fds.SETFL_MASK
-                or c.eventfd_count != w.eventfd_count
+                _restorable_changes(w, c)
                 or w.kind in ("pipe", "socket")
                 or (w.kind in ("timerfd", "signalfd") and c.details != w.details)
             ):
@@ -353,13 +351,7 @@ class _Reconciler:
 
     def _one_description(self, w: FileImage, c: FileImage, mine: int, shared: list[int]) -> None:
         n = w.fd
-        changes = []
-        if w.kind in ("file", "dir") and c.pos != w.pos:
-            changes.append("offset")
-        if (c.flags ^ w.flags) & fds.SETFL_MASK:
-            changes.append("status flags")
-        if c.eventfd_count != w.eventfd_count and w.eventfd_count is not None:
-            changes.append("counter")
+        changes = _restorable_changes(w, c)
         if changes and shared:
             # By design, not a failure: listed, not noted (every kernel's inherited
             # stdout would otherwise make a note on every restore).
@@ -403,6 +395,18 @@ class _Reconciler:
 
     def _note(self, w: FileImage, text: str) -> None:
         self.report.notes.append(f"fd {w.fd} ({w.link}): {text}")
+
+
+def _restorable_changes(w: FileImage, c: FileImage) -> list[str]:
+    """What of the open file description differs from the snapshot and can be set back."""
+    changes = []
+    if w.kind in ("file", "dir") and c.pos != w.pos:
+        changes.append("offset")
+    if (c.flags ^ w.flags) & fds.SETFL_MASK:
+        changes.append("status flags")
+    if w.eventfd_count is not None and c.eventfd_count != w.eventfd_count:
+        changes.append("counter")
+    return changes
 
 
 def reconcile_files(
