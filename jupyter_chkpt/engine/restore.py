@@ -142,9 +142,7 @@ def restore_frozen(
     safety_key = f"safety-{uuid.uuid4().hex}"
     try:
         safety, safety_pages = capture(fz, staging, keeper, safety_key)
-        _apply_or_roll_back(
-            fz, meta, pages, result, (keeper, key), (keeper, safety_key), safety, safety_pages
-        )
+        _apply_or_roll_back(fz, meta, pages, result, keeper, key, safety, safety_pages, safety_key)
     finally:
         keeper.release(fz.pid, safety_key)
         if own_keeper:
@@ -156,13 +154,15 @@ def _apply_or_roll_back(
     meta: ImageMeta,
     pages: PageRuns,
     result: RestoreResult,
-    files: tuple[FdKeeper, str | None],
-    safety_files: tuple[FdKeeper, str],
+    keeper: FdKeeper,
+    key: str | None,
     safety: ImageMeta,
     safety_pages: PageRuns,
+    safety_key: str,
 ) -> None:
+    """Apply the snapshot; on failure apply the safety image (files held under `safety_key`)."""
     try:
-        _apply(fz, meta, pages, result, *files)
+        _apply(fz, meta, pages, result, keeper, key)
     except Exception as error:
         if result.threads_exited:
             raise RollbackFailed(
@@ -174,7 +174,8 @@ def _apply_or_roll_back(
                 safety,
                 safety_pages,
                 RestoreResult(snapshot_id="safety", pid=fz.pid),
-                *safety_files,
+                keeper,
+                safety_key,
             )
         except Exception as second:
             raise RollbackFailed(
