@@ -158,6 +158,30 @@ class NotRegistered(HelperError):
     )
 
 
+# --- kernels as the server extension sees them -------------------------------------
+
+
+class KernelRequestError(ChkptError):
+    """A kernel could not take a request from the REST API."""
+
+
+class NotSnapshotsKernel(KernelRequestError):
+    # short: JupyterLab's notifications show 140 characters
+    remedy = 'Switch to "Python 3 (snapshots)" or run %load_ext jupyter_chkpt'
+
+
+class KernelBusy(KernelRequestError):
+    remedy = 'Wait until the kernel is idle, or send the request with "wait": true to queue it'
+
+
+class KernelGone(KernelRequestError):
+    remedy = "Restart the kernel; its snapshots cannot be restored into a new process"
+
+
+class KernelTimeout(KernelRequestError):
+    remedy = "The kernel may be stuck in a cell: interrupt it, then try again"
+
+
 def error_by_name(name: str) -> type[ChkptError]:
     """The error class called `name` (for errors that crossed the helper's socket)."""
     found = _all_errors().get(name)

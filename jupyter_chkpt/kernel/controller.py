@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ChkptError, HelperTimeout, HelperUnavailable
@@ -65,11 +65,10 @@ class Settings:
 class Requester:
     """The shell request a restore answers, as the restored process needs it."""
 
-    msg_type: str  # execute_request or chkpt_request
+    msg_type: str  # execute_request, chkpt_request, or comm (a widget: nothing to answer)
     msg: dict[str, Any]  # header, parent_header, metadata (no content)
     idents: list[str]  # base64
     execution_count: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _b64(data: bytes) -> str:
@@ -549,15 +548,7 @@ class Checkpointer:
 
     def _reply(self, stream: Any, to: dict[str, Any], content: dict[str, Any]) -> None:
         content = {"operation": to["msg"].get("content", {}).get("operation"), **content}
-        if stream is None:
-            stream = self._reply_stream()
         self.kernel.session.send(stream, "chkpt_reply", content, to["msg"], ident=to["idents"])
-
-    def _reply_stream(self) -> Any:
-        k = self.kernel
-        if getattr(k, "_supports_kernel_subshells", False):
-            return k.shell_channel_thread.manager.get_subshell_to_shell_channel_socket(None)
-        return k.shell_stream
 
     def _stream(self, parent: Any, text: str, name: str = "stdout") -> None:
         self._publish("stream", {"name": name, "text": text}, parent)

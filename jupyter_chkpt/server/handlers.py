@@ -19,7 +19,11 @@ from ..errors import (
     AmbiguousSnapshot,
     ChkptError,
     HelperUnavailable,
+    KernelBusy,
+    KernelGone,
+    KernelTimeout,
     NotRegistered,
+    NotSnapshotsKernel,
     RequestRefused,
     UnknownSnapshot,
 )
@@ -28,13 +32,13 @@ from . import service
 _STATUS = [
     (UnknownSnapshot, 404),
     (AmbiguousSnapshot, 400),
-    (service.NotSnapshotsKernel, 409),
+    (NotSnapshotsKernel, 409),
     (NotRegistered, 409),
-    (service.KernelBusy, 409),
+    (KernelBusy, 409),
     (RequestRefused, 403),
     (HelperUnavailable, 503),
-    (service.KernelGone, 410),
-    (service.KernelTimeout, 504),
+    (KernelGone, 410),
+    (KernelTimeout, 504),
 ]
 
 
@@ -73,7 +77,7 @@ class ChkptHandler(APIHandler):
         try:
             try:  # refuse non-snapshot kernels before sending anything
                 await service.snapshots(kernel_id)
-            except service.NotSnapshotsKernel:
+            except NotSnapshotsKernel:
                 # a snapshots kernel whose helper restarted registers again on its
                 # next request: send it; any other kernel is refused
                 if not service.is_snapshots_kernelspec(km):

@@ -10,28 +10,18 @@ from typing import Any
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
-from ..errors import ChkptError, NotRegistered, error_by_name
+from ..errors import (
+    KernelBusy,
+    KernelGone,
+    KernelTimeout,
+    NotRegistered,
+    NotSnapshotsKernel,
+    error_by_name,
+)
 from ..helper.client import HelperClient
 from ..kernel import tree
 
 KERNEL_REPLY_TIMEOUT = 3600.0  # a request queued behind a long cell waits for it
-
-
-class KernelBusy(ChkptError):
-    remedy = 'Wait until the kernel is idle, or send the request with "wait": true to queue it'
-
-
-class KernelGone(ChkptError):
-    remedy = "Restart the kernel; its snapshots cannot be restored into a new process"
-
-
-class KernelTimeout(ChkptError):
-    remedy = "The kernel may be stuck in a cell: interrupt it, then try again"
-
-
-class NotSnapshotsKernel(ChkptError):
-    # short: JupyterLab's notifications show 140 characters
-    remedy = 'Switch to "Python 3 (snapshots)" or run %load_ext jupyter_chkpt'
 
 
 async def helper_call(op: str, **args: Any) -> dict[str, Any]:
