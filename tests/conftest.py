@@ -160,22 +160,10 @@ def helper_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tup
         with HelperClient(start=False) as c:
             pid = c.helper_pid
             c.call("shutdown", timeout=10)
-        _wait_gone(pid)
+        if not zdtm.exited(pid):
+            os.kill(pid, 9)
     except HelperUnavailable:
         pass
-
-
-def _wait_gone(pid: int, timeout: float = 15.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    os.kill(pid, 9)
 
 
 @pytest.fixture

@@ -34,21 +34,20 @@ class Result:
     def status(self) -> str:
         return str(self.content["status"])
 
-    @property
-    def stdout(self) -> str:
+    def stream(self, name: str) -> str:
         return "".join(
             m["content"]["text"]
             for m in self.iopub
-            if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
+            if m["msg_type"] == "stream" and m["content"]["name"] == name
         )
 
     @property
+    def stdout(self) -> str:
+        return self.stream("stdout")
+
+    @property
     def stderr(self) -> str:
-        return "".join(
-            m["content"]["text"]
-            for m in self.iopub
-            if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"
-        )
+        return self.stream("stderr")
 
     @property
     def value(self) -> str | None:

@@ -115,15 +115,8 @@ def test_stale_socket_is_replaced_and_a_second_helper_steps_aside(helper_dirs) -
         HelperClient(start=False)
 
 
-def _gone(pid: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"PID {pid} did not exit")
+def _gone(pid: int) -> None:
+    assert zdtm.exited(pid), f"PID {pid} did not exit"
 
 
 def _traced(pid: int) -> bool:

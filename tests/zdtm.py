@@ -264,6 +264,18 @@ def parse_pairs(text: str) -> dict[str, int]:
     return {k: int(v) for k, v in (item.split("=") for item in text.split())}
 
 
+def exited(pid: int, timeout: float = 15.0) -> bool:
+    """Wait up to `timeout` for process `pid` (not a child of ours) to be gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def fd_count(pid: int | str = "self") -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
