@@ -181,7 +181,8 @@ class _Reconciler:
         for n, w in sorted(self.want.items()):
             if w.kind == "epoll" and n in now:
                 self._reconcile_epoll(w, now, n in replace)
-        self._description_state(pidfd, fds.read_fd_table(self.pid))
+        # cloexec and epoll changes leave offsets, flags and counters as they were
+        self._description_state(pidfd, now)
 
     # 1. epoll registrations of fds about to close
     def _unregister(self, now: dict[int, FileImage], closing: set[int]) -> set[int]:
