@@ -65,9 +65,15 @@ class WrongProcess(ProcessError):
 
 class ThreadsGone(ProcessError):
     remedy = (
-        "Threads that existed at the snapshot have exited since and cannot be recreated yet; "
-        "restore a snapshot taken after they exited, or restart the process"
+        "Nothing was changed; the process keeps running as it was. Restore a snapshot taken "
+        "after those threads exited, or take a new one"
     )
+
+
+class UnsupportedState(ProcessError):
+    """The process holds state that jupyter-chkpt cannot save or put back."""
+
+    remedy = "Nothing was changed; the process keeps running as it was"
 
 
 class UnsupportedPlatform(ChkptError):

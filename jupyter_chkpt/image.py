@@ -35,12 +35,35 @@ class ProcessIdentity:
 
 
 @dataclass
+class ThreadState:
+    """What the kernel holds for a thread beyond its registers (format 1.2): what it
+    takes to recreate the thread if it has exited by the time of a restore."""
+
+    start_time: int  # clock ticks since boot: with the tid, names one thread
+    clear_child_tid: int  # cleared and futex-woken at exit (glibc: the pthread's tid field)
+    robust_list: int  # head of its robust futex list, 0 = none
+    robust_len: int
+    rseq: list[int] | None  # [address, length, signature] of its rseq area
+    altstack: list[int]  # sigaltstack: [sp, flags, size]
+    cpus: list[int]  # CPU affinity
+    policy: int  # scheduling policy (SCHED_OTHER, ...), priority and nice value
+    priority: int
+    nice: int
+    queued: list[str] = field(default_factory=list)  # base64 siginfo of its queued signals
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ThreadState:
+        return cls(**d)
+
+
+@dataclass
 class ThreadImage:
     tid: int
     regs: dict[str, int]  # user_regs_struct by field name, syscall restart already resolved
     xstate: bytes  # raw NT_X86_XSTATE regset
     sigmask: int
     name: str = ""
+    state: ThreadState | None = None  # None in images before 1.2
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +72,7 @@ class ThreadImage:
             "regs": self.regs,
             "xstate": base64.b64encode(self.xstate).decode(),
             "sigmask": self.sigmask,
+            "state": None if self.state is None else asdict(self.state),
         }
 
     @classmethod
@@ -59,6 +83,7 @@ class ThreadImage:
             regs={str(k): int(v) for k, v in d["regs"].items()},
             xstate=base64.b64decode(d["xstate"]),
             sigmask=int(d["sigmask"]),
+            state=None if d.get("state") is None else ThreadState.from_json(d["state"]),
         )
 
 
@@ -73,6 +98,8 @@ class Mapping:
     dev: str  # "major:minor" in hex, as in maps
     inode: int
     path: str  # "" for anonymous, "[heap]", "/usr/lib/...", "/memfd:x (deleted)", ...
+    # smaps VmFlags, two letters each ("rd wr mr mw me ac lo"); None where not read
+    vmflags: str | None = None
 
     @property
     def size(self) -> int:
@@ -96,6 +123,10 @@ class Mapping:
     def is_file(self) -> bool:
         """Backed by a file one can reopen (shared anonymous memory is not)."""
         return self.inode != 0 and not self.is_shared_anon
+
+    @property
+    def flags(self) -> frozenset[str]:
+        return frozenset((self.vmflags or "").split())
 
     @property
     def is_special(self) -> bool:
@@ -164,6 +195,55 @@ class SigAction:
     mask: int
 
 
+@dataclass(frozen=True)
+class PosixTimer:
+    """A timer_create() timer: /proc/PID/timers plus timer_gettime()."""
+
+    id: int
+    clock: int
+    signo: int
+    sigval: int
+    notify: int  # sigev_notify: SIGEV_SIGNAL 0, SIGEV_NONE 1, | SIGEV_THREAD_ID 4
+    notify_tid: int
+    interval_ns: int
+    value_ns: int  # time left until it fires; 0 = disarmed
+
+
+@dataclass
+class Timers:
+    """Interval timers (setitimer: real, virtual, prof as [interval_us, value_us]) and POSIX timers."""
+
+    itimers: list[list[int]]
+    posix: list[PosixTimer] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Timers:
+        return cls(
+            itimers=[[int(v) for v in t] for t in d["itimers"]],
+            posix=[PosixTimer(**t) for t in d.get("posix", [])],
+        )
+
+
+@dataclass(frozen=True)
+class Child:
+    """A child process, as the parent could reap it."""
+
+    pid: int
+    start_time: int
+    comm: str
+
+
+@dataclass(frozen=True)
+class MappedFile:
+    """A file with private mappings: pages never written read its current content."""
+
+    path: str
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+
 @dataclass
 class ImageMeta:
     """Everything about a process image except the page contents."""
@@ -178,6 +258,13 @@ class ImageMeta:
     files: list[FileImage] | None = None
     sigactions: list[SigAction] | None = None
     umask: int | None = None
+    # more process state (format 1.2); None in images that lack it
+    timers: Timers | None = None
+    rlimits: dict[str, list[int]] | None = None  # "RLIMIT_NOFILE" -> [soft, hard]
+    personality: int | None = None
+    children: list[Child] | None = None
+    queued_signals: list[str] | None = None  # base64 siginfo of process-wide queued signals
+    mapped_files: list[MappedFile] | None = None
     # engine figures (pause_s, bytes read, ...); informative only
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -192,6 +279,12 @@ class ImageMeta:
             "files": None if self.files is None else [f.to_json() for f in self.files],
             "sigactions": None if self.sigactions is None else [asdict(a) for a in self.sigactions],
             "umask": self.umask,
+            "timers": None if self.timers is None else asdict(self.timers),
+            "rlimits": self.rlimits,
+            "personality": self.personality,
+            "children": _list_json(self.children),
+            "queued_signals": self.queued_signals,
+            "mapped_files": _list_json(self.mapped_files),
             "stats": self.stats,
         }
 
@@ -209,8 +302,20 @@ class ImageMeta:
             if d.get("sigactions") is None
             else [SigAction(**a) for a in d["sigactions"]],
             umask=None if d.get("umask") is None else int(d["umask"]),
+            timers=None if d.get("timers") is None else Timers.from_json(d["timers"]),
+            rlimits=d.get("rlimits"),
+            personality=d.get("personality"),
+            children=None if d.get("children") is None else [Child(**c) for c in d["children"]],
+            queued_signals=d.get("queued_signals"),
+            mapped_files=None
+            if d.get("mapped_files") is None
+            else [MappedFile(**f) for f in d["mapped_files"]],
             stats=dict(d.get("stats", {})),
         )
+
+
+def _list_json(items: list[Any] | None) -> list[dict[str, Any]] | None:
+    return None if items is None else [asdict(i) for i in items]
 
 
 @dataclass

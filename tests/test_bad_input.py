@@ -213,10 +213,15 @@ def test_snapshot_of_another_process(spawn, store) -> None:
     b.quit()
 
 
-def test_thread_gone_since_snapshot(spawn, store) -> None:
-    """Threads cannot be recreated yet: refuse before touching anything."""
+def test_thread_gone_since_old_format_snapshot(spawn, store, monkeypatch) -> None:
+    """An image without thread state (format 1.1) cannot recreate a thread that
+    exited since: refuse before touching anything."""
+    import jupyter_chkpt.engine.dump as dump
+
     target = spawn("py_threads.py", "doomed")
+    monkeypatch.setattr(dump, "capture_state", lambda *a: None)  # what 1.1 images lack
     snap = checkpoint(target.pid, store)
+    monkeypatch.undo()
     target.ok("mutate")  # keeper-2 exits
     tasks = zdtm.tasks(target.pid)
     with pytest.raises(ThreadsGone) as err:

@@ -12,16 +12,24 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from ..image import PAGE_SIZE, ImageMeta, Mapping, PageRuns, ThreadImage
+from ..errors import ChkptError
+from ..image import PAGE_SIZE, ImageMeta, Mapping, PageRuns
 from ..proc import procfs
-from ..proc.arch import current as arch
-from ..proc.maps import Pagemap, read_maps
+from ..proc.maps import Pagemap, read_maps, read_maps_with_flags, with_flags
 from ..proc.memory import StagingBuffer
 from .files import capture_files
 from .freeze import Frozen, frozen
 from .keeper import FdKeeper
-from .layout import dumpable
-from .task_state import capture_sigactions
+from .layout import dumpable, refuse_device_memory
+from .task_state import (
+    capture_children,
+    capture_mapped_files,
+    capture_rlimits,
+    capture_sigactions,
+    encode_siginfo,
+)
+from .threads import capture_state, capture_threads
+from .timers import capture_timers
 
 if TYPE_CHECKING:
     from ..store import SnapshotInfo, Store
@@ -45,37 +53,26 @@ def page_runs(pid: int, maps: list[Mapping]) -> list[tuple[int, int]]:
     return runs
 
 
-def capture_threads(fz: Frozen) -> list[ThreadImage]:
-    threads = []
-    for tid, thread in sorted(fz.group.threads.items()):
-        regs = arch.resolve_syscall_restart(arch.regs_to_dict(thread.get_regs()))
-        threads.append(
-            ThreadImage(
-                tid=tid,
-                regs=regs,
-                xstate=thread.get_xstate(),
-                sigmask=thread.get_sigmask(),
-                name=procfs.thread_name(fz.pid, tid),
-            )
-        )
-    return threads
-
-
 def capture(
     fz: Frozen,
     staging: StagingBuffer,
     keeper: FdKeeper | None = None,
     key: str | None = None,
+    *,
+    flagged: list[Mapping] | None = None,
 ) -> tuple[ImageMeta, PageRuns]:
     """The image of a frozen process; its pages live in `staging` until the next capture.
 
     With a keeper, duplicates of the process's fds are held under `key`.
+    `flagged`: the mappings with their VmFlags as read just before the freeze
+    (smaps is slow); used if the layout has not changed since.
 
-    Injected syscalls come last and are few: a helper killed while a thread runs
-    one leaves that thread with the injected registers (see ARCHITECTURE.md), while
-    one killed during the copy, which is nearly all of the freeze, harms nothing.
+    Injected syscalls come last: a helper killed while a thread runs one leaves
+    that thread with the injected registers (see ARCHITECTURE.md), while one
+    killed during the copy, which is most of the freeze, harms nothing.
     """
-    maps = read_maps(fz.pid)
+    maps = with_flags(read_maps(fz.pid), flagged, fz.pid)
+    refuse_device_memory(fz.pid, maps)
     threads = capture_threads(fz)
     runs = page_runs(fz.pid, maps)
     total = sum(n for _, n in runs) * PAGE_SIZE
@@ -85,10 +82,13 @@ def capture(
         size = n * PAGE_SIZE
         fz.mem.read_into(vaddr, buf[off : off + size])
         off += size
-    brk = fz.injector.check("brk", 0)
     started = time.monotonic()
+    brk = fz.injector.check("brk", 0)
     with fz.injector.scratch_kept() as scratch:
         sigactions = capture_sigactions(fz.injector, scratch)
+        timers = capture_timers(fz.injector, scratch)
+        for image in threads:
+            image.state = capture_state(fz, fz.group.threads[image.tid], scratch)
     files = capture_files(fz, keeper, key)
     meta = ImageMeta(
         process=fz.identity,
@@ -100,8 +100,14 @@ def capture(
         files=files,
         sigactions=sigactions,
         umask=procfs.umask(fz.pid),
+        timers=timers,
+        rlimits=capture_rlimits(fz.pid),
+        personality=procfs.personality(fz.pid),
+        children=capture_children(fz.pid),
+        queued_signals=encode_siginfo(fz.group.main.queued_signals(shared=True)),
+        mapped_files=capture_mapped_files(maps),
     )
-    # kernel state beyond memory: fds, signal dispositions, umask
+    # kernel state beyond memory: threads, timers, fds, signals, limits, ...
     meta.stats["os_state_s"] = round(time.monotonic() - started, 6)
     return meta, PageRuns(buf, runs)
 
@@ -130,8 +136,9 @@ def checkpoint(
         keeper.prune()
     with contextlib.nullcontext() if staging else _staging_lock:
         try:
+            flagged = _maps_with_flags(pid)  # slow: before the freeze
             with frozen(pid) as fz:
-                meta, pages = capture(fz, staging or _staging, keeper, pending)
+                meta, pages = capture(fz, staging or _staging, keeper, pending, flagged=flagged)
                 pause = fz.paused_for
             meta.stats.update(
                 pause_s=round(pause, 6),
@@ -147,3 +154,11 @@ def checkpoint(
         if keeper is not None:
             keeper.rename(pid, pending, info.id)
         return info
+
+
+def _maps_with_flags(pid: int) -> list[Mapping] | None:
+    """None if they cannot be read: frozen() then says why, with its remedy."""
+    try:
+        return read_maps_with_flags(pid)
+    except (OSError, ChkptError):
+        return None

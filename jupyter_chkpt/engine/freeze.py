@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..errors import UnsupportedState
 from ..image import ProcessIdentity
 from ..proc import procfs
+from ..proc.arch import current as arch
 from ..proc.arch import require_supported
 from ..proc.inject import Injector, find_syscall_gadget
 from ..proc.memory import ProcessMemory
@@ -33,7 +35,13 @@ class Frozen:
 def frozen(pid: int) -> Iterator[Frozen]:
     """Stop all threads of `pid`; they run on when the block is left, whatever happens."""
     require_supported()
-    procfs.check_can_act_on(pid)
+    status = procfs.check_can_act_on(pid)
+    if arch.shadow_stack_enabled(status.thread_features):
+        raise UnsupportedState(
+            f"PID {pid} uses the x86 shadow stack ({status.thread_features}), which "
+            "jupyter-chkpt cannot save or restore yet",
+            "Nothing was changed; run the program without shadow stacks to use snapshots",
+        )
     identity = procfs.identity(pid)
     group = ThreadGroup(pid)
     started = time.monotonic()

@@ -10,12 +10,21 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ..errors import UnsupportedState
 from ..image import PAGE_SIZE, Mapping
 
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_GROWSDOWN, MAP_NORESERVE = 0x100, 0x4000
+
+# VmFlags (smaps) a restore sets back, each of which it can also clear: DONTFORK,
+# WIPEONFORK, DONTDUMP, locked (and lock-on-fault), transparent huge pages, KSM.
+RESTORED_FLAGS = frozenset({"dc", "wf", "dd", "lo", "lf", "hg", "mg"})
+# Registered with a userfaultfd: a write into it waits for the process's handler.
+UFFD_FLAGS = frozenset({"um", "uw", "ui"})
+SEALED = "sl"  # mseal(): cannot be unmapped or re-protected
 
 # Huge PROT_NONE reservations (allocators, runtimes) can span terabytes;
 # scanning their page tables would cost more than it could ever find.
@@ -27,6 +36,28 @@ def dumpable(m: Mapping) -> bool:
     if m.is_special or (m.shared and not m.is_shared_anon):
         return False
     return m.readable or m.size <= MAX_SCANNED_UNREADABLE
+
+
+def device_memory(m: Mapping) -> bool:
+    """Memory a device or the kernel owns (GPU buffers, /dev/dri, io_uring rings):
+    its contents are not the process's to save or write back."""
+    if m.is_shared_anon or m.is_special:
+        return False
+    if m.path.startswith("/dev/"):
+        return m.path != "/dev/zero" and not m.path.startswith("/dev/shm/")
+    return m.path.startswith(("anon_inode:", "/dmabuf:"))
+
+
+def refuse_device_memory(pid: int, maps: list[Mapping]) -> None:
+    found = [m for m in maps if device_memory(m)]
+    if found:
+        where = ", ".join(f"{m.path} at {m.start:#x}" for m in found[:3])
+        raise UnsupportedState(
+            f"PID {pid} maps device memory ({where}): neither a snapshot nor a restore can "
+            "save or put back what a GPU or another device holds",
+            "Nothing was changed. Release the device in that process (for a GPU: free its "
+            "tensors and context) or use snapshots in a kernel that does not use it",
+        )
 
 
 def prot_of(perms: str) -> int:
@@ -61,7 +92,47 @@ class Map:
         return self.source.offset + (self.start - self.source.start)
 
 
-Op = Unmap | Protect | Map
+@dataclass(frozen=True)
+class Flags:
+    """Same memory, other VmFlags (of RESTORED_FLAGS): madvise / mlock what differs."""
+
+    start: int
+    end: int
+    want: frozenset[str]
+    have: frozenset[str]
+
+
+Op = Unmap | Protect | Map | Flags
+
+
+def flags_to_restore(m: Mapping) -> frozenset[str]:
+    return m.flags & RESTORED_FLAGS
+
+
+def carry_flags(maps: list[Mapping], flagged: list[Mapping]) -> list[Mapping]:
+    """`maps` with the VmFlags of the `flagged` mapping at each one's start: a
+    mapping only moved its edges (brk, munmap) keeps its flags."""
+    index = _Index(flagged)
+    out = []
+    for m in maps:
+        f = index.at(m.start)
+        out.append(m if f is None or f.vmflags is None else replace(m, vmflags=f.vmflags))
+    return out
+
+
+def uffd_registered(maps: list[Mapping]) -> list[Mapping]:
+    return [m for m in maps if m.flags & UFFD_FLAGS]
+
+
+def touches_sealed(ops: list[Op], current: list[Mapping]) -> list[Mapping]:
+    """Sealed mappings (mseal) that an unmap, mprotect or map of the plan would touch."""
+    sealed = [m for m in current if SEALED in m.flags]
+    return [
+        m
+        for m in sealed
+        for op in ops
+        if not isinstance(op, Flags) and op.start < m.end and m.start < op.end
+    ]
 
 
 def _same_backing(a: Mapping, b: Mapping) -> bool:
@@ -93,6 +164,7 @@ def plan(snapshot: list[Mapping], current: list[Mapping]) -> list[Op]:
         {m.start for m in want.maps + have.maps} | {m.end for m in want.maps + have.maps}
     )
     ops: list[Op] = []
+    flag_ops: list[Op] = []
     for a, b in itertools.pairwise(edges):
         w, h = want.at(a), have.at(a)
         if w is None and h is None:
@@ -103,13 +175,17 @@ def plan(snapshot: list[Mapping], current: list[Mapping]) -> list[Op]:
                 continue  # the main stack grew since; the pages below it are unused
             op: Op = Unmap(a, b)
         elif h is not None and _same_backing(w, h):
-            if w.perms == h.perms:
-                continue
-            op = Protect(a, b, w.perms)
+            if w.perms != h.perms:
+                ops.append(Protect(a, b, w.perms))
+            if w.vmflags is not None and h.vmflags is not None:
+                wf, hf = flags_to_restore(w), flags_to_restore(h)
+                if wf != hf:
+                    flag_ops.append(Flags(a, b, wf, hf))
+            continue
         else:
             op = Map(a, b, w)
         ops.append(op)
-    return _coalesce(ops)
+    return _coalesce(ops) + _coalesce(flag_ops)
 
 
 def _mergeable(prev: Op, op: Op) -> bool:
@@ -119,6 +195,8 @@ def _mergeable(prev: Op, op: Op) -> bool:
         return prev.perms == op.perms
     if isinstance(prev, Map) and isinstance(op, Map):
         return prev.source == op.source
+    if isinstance(prev, Flags) and isinstance(op, Flags):
+        return (prev.want, prev.have) == (op.want, op.have)
     return True
 
 
@@ -127,6 +205,8 @@ def _merge(prev: Op, op: Op) -> Op:
         return Unmap(prev.start, op.end)
     if isinstance(prev, Protect):
         return Protect(prev.start, op.end, prev.perms)
+    if isinstance(prev, Flags):
+        return Flags(prev.start, op.end, prev.want, prev.have)
     return Map(prev.start, op.end, prev.source)
 
 
@@ -147,6 +227,11 @@ def describe(ops: list[Op]) -> str:
             parts.append(f"extra {op.start:#x}-{op.end:#x}")
         elif isinstance(op, Protect):
             parts.append(f"{op.start:#x}-{op.end:#x} should be {op.perms}")
+        elif isinstance(op, Flags):
+            parts.append(
+                f"{op.start:#x}-{op.end:#x} flags {' '.join(sorted(op.have))!r} "
+                f"should be {' '.join(sorted(op.want))!r}"
+            )
         else:
             parts.append(f"missing {op.start:#x}-{op.end:#x} {op.source.path or '[anon]'}")
     return ", ".join(parts)

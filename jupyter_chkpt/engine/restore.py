@@ -1,10 +1,11 @@
 """Restore: return a running process, in place, to a snapshot's state.
 
 Order matters (docs/ARCHITECTURE.md): validate everything first; take a
-safety image; brk, then the rest of the layout; cwd, files, signal
-dispositions, umask; then the point of no return (threads born since the
-snapshot exit); memory; registers. A failure before the point of no return
-rolls the process back to the safety image.
+safety image; brk, then the rest of the layout; threads that exited since
+are recreated (stopped); cwd, files, signal dispositions, umask, timers; then
+the point of no return (threads born since the snapshot exit); memory; the
+recreated threads' kernel pointers; registers; queued signals. A failure
+before the point of no return rolls the process back to the safety image.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import os
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +25,16 @@ from ..errors import (
     RestoreFailed,
     RollbackFailed,
     ThreadsGone,
+    UnsupportedState,
     WrongProcess,
 )
-from ..image import PAGE_SIZE, ImageMeta, Mapping, PageRuns
+from ..image import PAGE_SIZE, Child, ImageMeta, Mapping, PageRuns
 from ..proc import procfs
 from ..proc.arch import current as arch
 from ..proc.inject import Injector
-from ..proc.maps import read_maps
+from ..proc.maps import read_maps, read_maps_with_flags, with_flags
 from ..proc.memory import StagingBuffer
+from ..proc.ptrace import Thread
 from .dump import capture, page_runs
 from .files import FilesReport, reconcile_files
 from .freeze import Frozen, frozen
@@ -38,18 +42,37 @@ from .keeper import FdKeeper
 from .layout import (
     MAP_ANONYMOUS,
     MAP_FIXED,
+    MAP_GROWSDOWN,
+    MAP_NORESERVE,
     MAP_PRIVATE,
     MAP_SHARED,
+    Flags,
     Map,
     Op,
     Protect,
     Unmap,
+    carry_flags,
     describe,
+    flags_to_restore,
     plan,
     prot_of,
+    refuse_device_memory,
     subtract_runs,
+    touches_sealed,
+    uffd_registered,
 )
-from .task_state import reconcile_cwd, reconcile_sigactions, reconcile_umask
+from .task_state import (
+    changed_mapped_files,
+    compare_children,
+    reconcile_cwd,
+    reconcile_personality,
+    reconcile_rlimits,
+    reconcile_sigactions,
+    reconcile_umask,
+    requeue_signals,
+)
+from .threads import finish_recreated, match, reconcile_state, recreate
+from .timers import reconcile_timers
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -58,6 +81,11 @@ O_RDONLY, O_RDWR, O_CLOEXEC = 0, 2, 0o2000000
 AT_FDCWD = -100
 MADV_DONTNEED = 4
 MADV_REMOVE = 9
+MLOCK_ONFAULT = 1
+# VmFlags set back with madvise: the advice that sets it, the one that clears it
+# (MADV_DONTFORK/DOFORK, WIPEONFORK/KEEPONFORK, DONTDUMP/DODUMP, HUGEPAGE/NOHUGEPAGE,
+# MERGEABLE/UNMERGEABLE)
+_ADVICE = {"dc": (10, 11), "wf": (18, 19), "dd": (16, 17), "hg": (14, 15), "mg": (12, 13)}
 # Pages to drop in runs shorter than this are zeroed by a write instead of an
 # injected madvise: one write is cheaper than one injected syscall.
 _ZERO_BY_WRITE_PAGES = 16
@@ -73,10 +101,16 @@ class RestoreResult:
     pause_s: float = 0.0
     bytes_written: int = 0
     threads_exited: list[int] = field(default_factory=list)
+    # [snapshot tid, live tid] of threads that had exited and were created again
+    threads_recreated: list[list[int]] = field(default_factory=list)
     layout_ops: int = 0
     files: FilesReport = field(default_factory=FilesReport)
     signals_changed: list[int] = field(default_factory=list)
+    timers_changed: list[str] = field(default_factory=list)
     umask_changed: bool = False
+    # children that ended since the snapshot, and children started since that still run
+    children_gone: list[Child] = field(default_factory=list)
+    children_started: list[Child] = field(default_factory=list)
     # what could not be put back, and what was done instead
     notes: list[str] = field(default_factory=list)
 
@@ -111,8 +145,9 @@ def restore(
     # Every page is verified before the process is touched.
     meta, pages = store.load(snap_id)
     result = RestoreResult(snapshot_id=snap_id, pid=pid)
+    flagged = read_maps_with_flags(pid)  # slow: before the freeze
     with contextlib.nullcontext() if safety else _restore_lock, frozen(pid) as fz:
-        restore_frozen(fz, meta, pages, result, keeper, snap_id, safety or _safety)
+        restore_frozen(fz, meta, pages, result, keeper, snap_id, safety or _safety, flagged)
         result.pause_s = round(fz.paused_for, 6)
     return result
 
@@ -125,13 +160,10 @@ def restore_frozen(
     keeper: FdKeeper | None = None,
     key: str | None = None,
     staging: StagingBuffer = _safety,
+    flagged: list[Mapping] | None = None,
 ) -> None:
-    gone = sorted(t.tid for t in meta.threads if t.tid not in fz.group.threads)
-    if gone:
-        raise ThreadsGone(
-            f"threads {', '.join(map(str, gone))} of PID {fz.pid} existed at the snapshot but have exited since"
-        )
-    _check_files(plan(meta.mappings, read_maps(fz.pid)))
+    current = with_flags(read_maps(fz.pid), flagged, fz.pid)
+    _refuse_early(fz, meta, current)
 
     # The safety image holds duplicates of every current fd, so that a
     # rollback can put back what the restore closed. Without a keeper of the
@@ -141,12 +173,46 @@ def restore_frozen(
     keeper = FdKeeper() if keeper is None else keeper
     safety_key = f"safety-{uuid.uuid4().hex}"
     try:
-        safety, safety_pages = capture(fz, staging, keeper, safety_key)
-        _apply_or_roll_back(fz, meta, pages, result, keeper, key, safety, safety_pages, safety_key)
+        safety, safety_pages = capture(fz, staging, keeper, safety_key, flagged=current)
+        _apply_or_roll_back(
+            fz, meta, pages, result, keeper, key, safety, safety_pages, safety_key, current
+        )
     finally:
         keeper.release(fz.pid, safety_key)
         if own_keeper:
             keeper.close()
+
+
+def _refuse_early(fz: Frozen, meta: ImageMeta, current: list[Mapping]) -> None:
+    """What would make the restore fail halfway, checked before any change."""
+    pid = fz.pid
+    old = [i.tid for i in match(fz, meta.threads).missing if i.state is None]
+    if old:
+        raise ThreadsGone(
+            f"threads {', '.join(map(str, old))} of PID {pid} existed at the snapshot but have "
+            "exited since, and the snapshot (taken by an older jupyter-chkpt) lacks what "
+            "recreating them needs"
+        )
+    refuse_device_memory(pid, current)
+    registered = uffd_registered(current)
+    if registered:
+        m = registered[0]
+        raise UnsupportedState(
+            f"PID {pid} has memory registered with a userfaultfd ({m.path or '[anon]'} at "
+            f"{m.start:#x}): writing it back would wait for the process's own fault handler, "
+            "which is frozen",
+            "Nothing was changed. Unregister it in the process (or close the userfaultfd), "
+            "then restore again",
+        )
+    ops = plan(meta.mappings, current)
+    sealed = touches_sealed(ops, current)
+    if sealed:
+        raise UnsupportedState(
+            f"PID {pid} has sealed memory (mseal) at {sealed[0].start:#x} that the snapshot's "
+            "layout would have to change",
+            "Nothing was changed; restore a snapshot taken after that memory was sealed",
+        )
+    _check_files(ops)
 
 
 def _apply_or_roll_back(
@@ -159,10 +225,11 @@ def _apply_or_roll_back(
     safety: ImageMeta,
     safety_pages: PageRuns,
     safety_key: str,
+    flagged: list[Mapping],
 ) -> None:
     """Apply the snapshot; on failure apply the safety image (files held under `safety_key`)."""
     try:
-        _apply(fz, meta, pages, result, keeper, key)
+        _apply(fz, meta, pages, result, keeper, key, flagged)
     except Exception as error:
         if result.threads_exited:
             raise RollbackFailed(
@@ -176,6 +243,7 @@ def _apply_or_roll_back(
                 RestoreResult(snapshot_id="safety", pid=fz.pid),
                 keeper,
                 safety_key,
+                flagged,
             )
         except Exception as second:
             raise RollbackFailed(
@@ -192,6 +260,7 @@ def _apply(
     result: RestoreResult,
     keeper: FdKeeper,
     key: str | None,
+    flagged: list[Mapping],
 ) -> None:
     inj = fz.injector
     scratch = inj.scratch()
@@ -200,25 +269,37 @@ def _apply(
     # still mapped: the kernel touches their rseq area and stack when they
     # resume, and their exit writes clear_child_tid. Layout changes that
     # touch those pages wait until the threads are gone.
-    leaving = sorted(set(fz.group.threads) - {t.tid for t in meta.threads})
-    busy = _pages_in_use(fz, leaving)
+    threads = match(fz, meta.threads)
+    busy = _pages_in_use(fz, threads.leaving)
 
     # Layout. brk first: glibc's idea of the break lives in memory we are
     # about to restore, and the kernel must agree with it.
     _set_brk(inj, meta.brk, meta.mappings, fz.pid)
-    ops = plan(meta.mappings, read_maps(fz.pid))
+    ops = plan(meta.mappings, carry_flags(read_maps(fz.pid), flagged))
     result.layout_ops += len(ops)
-    deferred = [op for op in ops if any(op.start < end and start < op.end for start, end in busy)]
+    deferred = [
+        op
+        for op in ops
+        if not isinstance(op, Flags)
+        and any(op.start < end and start < op.end for start, end in busy)
+    ]
     for op in _ordered([op for op in ops if op not in deferred]):
         _execute(inj, op, scratch)
     left = plan(meta.mappings, read_maps(fz.pid))
     if left != deferred:
         raise EngineError(f"the address space still differs from the snapshot's: {describe(left)}")
 
-    _task_state(fz, meta, result, keeper, key, scratch)
+    # Threads that exited since come back, stopped, holding nothing yet.
+    live = dict(threads.kept)
+    for image in threads.missing:
+        live[image.tid] = recreate(fz, image, scratch)
+        result.threads_recreated.append([image.tid, live[image.tid].tid])
+    for image in meta.threads:
+        reconcile_state(fz, image, live[image.tid], scratch, result.notes)
+    _task_state(fz, meta, result, keeper, key, scratch, {t: th.tid for t, th in live.items()})
 
     # Point of no return.
-    for tid in leaving:
+    for tid in threads.leaving:
         Injector(fz.group.threads[tid], inj.gadget, fz.mem).exit_thread()
         fz.group.forget(tid)
         result.threads_exited.append(tid)
@@ -233,14 +314,19 @@ def _apply(
         fz.mem.write(vaddr, data)
         result.bytes_written += len(data)
 
+    for image in threads.missing:
+        finish_recreated(fz, image, live[image.tid], result.notes)
+    if meta.rlimits is not None:
+        result.notes.extend(reconcile_rlimits(fz.pid, meta.rlimits))
     for image in meta.threads:
-        thread = fz.group.threads[image.tid]
+        thread = live[image.tid]
         thread.set_regs(arch.regs_from_dict(image.regs))
         thread.set_xstate(image.xstate)
         thread.set_sigmask(image.sigmask)
+    _report(fz, meta, result, live)
 
 
-def _ordered(ops: list[Op]) -> list[Op]:
+def _ordered(ops: Sequence[Op]) -> list[Op]:
     """Unmaps first (they make room), then mprotects, then maps."""
     return sorted(ops, key=lambda o: (not isinstance(o, Unmap), not isinstance(o, Protect)))
 
@@ -278,14 +364,33 @@ def _execute(inj: Injector, op: Op, scratch: int) -> None:
         inj.check("munmap", op.start, size)
     elif isinstance(op, Protect):
         inj.check("mprotect", op.start, size, prot_of(op.perms))
+    elif isinstance(op, Flags):
+        _set_flags(inj, op.start, size, op.want, op.have)
     else:
         _map(inj, op, scratch)
+
+
+def _set_flags(
+    inj: Injector, start: int, size: int, want: frozenset[str], have: frozenset[str]
+) -> None:
+    """madvise / mlock until the VmFlags of RESTORED_FLAGS are `want`."""
+    if "lo" in want and ("lo" not in have or ("lf" in want) != ("lf" in have)):
+        inj.check("mlock2", start, size, MLOCK_ONFAULT if "lf" in want else 0)
+    elif "lo" in have and "lo" not in want:
+        inj.check("munlock", start, size)
+    for flag, (on, off) in _ADVICE.items():
+        if (flag in want) != (flag in have):
+            inj.check("madvise", start, size, on if flag in want else off)
 
 
 def _map(inj: Injector, op: Map, scratch: int) -> None:
     src = op.source
     prot = prot_of(src.perms)
     share = MAP_SHARED if src.shared else MAP_PRIVATE
+    if "gd" in src.flags:
+        share |= MAP_GROWSDOWN
+    if "nr" in src.flags:
+        share |= MAP_NORESERVE
     if not src.is_file:
         got = inj.check(
             "mmap",
@@ -308,6 +413,8 @@ def _map(inj: Injector, op: Map, scratch: int) -> None:
             inj.call("close", fd)
     if got != op.start:
         raise EngineError(f"mmap placed {op.start:#x} at {got:#x}")
+    if flags_to_restore(src):
+        _set_flags(inj, op.start, op.end - op.start, flags_to_restore(src), frozenset())
 
 
 def _check_files(ops: list[Op]) -> None:
@@ -339,8 +446,10 @@ def _task_state(
     keeper: FdKeeper,
     key: str | None,
     scratch: int,
+    tids: dict[int, int],
 ) -> None:
-    """cwd, files, signal dispositions, umask: kernel state beyond memory."""
+    """cwd, files, signal dispositions, umask, timers, personality: kernel state
+    beyond memory, all of which a rollback sets back. `tids`: snapshot tid -> live tid."""
     inj = fz.injector
     note = reconcile_cwd(inj, fz.pid, scratch, meta.cwd)
     if note:
@@ -357,6 +466,38 @@ def _task_state(
         result.signals_changed = reconcile_sigactions(inj, scratch, meta.sigactions)
     if meta.umask is not None:
         result.umask_changed = reconcile_umask(inj, fz.pid, meta.umask)
+    if meta.timers is not None:
+        result.timers_changed = reconcile_timers(inj, scratch, meta.timers, tids)
+    if meta.personality is not None:
+        reconcile_personality(inj, fz.pid, meta.personality)
+
+
+def _report(fz: Frozen, meta: ImageMeta, result: RestoreResult, live: dict[int, Thread]) -> None:
+    """Last, with the registers in place: queued signals, and what can only be said."""
+    with fz.injector.scratch_kept() as scratch:
+        for image in meta.threads:
+            if image.state is not None:
+                inj = Injector(live[image.tid], fz.injector.gadget, fz.mem)
+                result.notes.extend(requeue_signals(inj, scratch, inj.thread, image.state.queued))
+        if meta.queued_signals is not None:
+            result.notes.extend(
+                requeue_signals(
+                    fz.injector, scratch, fz.group.main, meta.queued_signals, shared=True
+                )
+            )
+    if meta.children is not None:
+        result.children_gone, result.children_started = compare_children(fz.pid, meta.children)
+        if result.children_gone:
+            result.notes.append(
+                "child processes of the snapshot have ended since and cannot come back: "
+                + ", ".join(f"{c.pid} ({c.comm})" for c in result.children_gone)
+            )
+        if result.children_started:
+            result.notes.append(
+                "child processes started since the snapshot still run, unknown to the restored "
+                "state: " + ", ".join(f"{c.pid} ({c.comm})" for c in result.children_started)
+            )
+    result.notes.extend(changed_mapped_files(meta))
 
 
 def _drop_pages_born_since(fz: Frozen, maps: list[Mapping], pages: PageRuns) -> None:
@@ -366,12 +507,20 @@ def _drop_pages_born_since(fz: Frozen, maps: list[Mapping], pages: PageRuns) -> 
     by_addr = sorted(maps, key=lambda m: m.start)
     starts = [m.start for m in by_addr]
     zeros = bytes(_ZERO_BY_WRITE_PAGES * PAGE_SIZE)
+    inj = fz.injector
     for vaddr, n in subtract_runs(runs, pages.runs):
         owner = by_addr[bisect.bisect_right(starts, vaddr) - 1]
-        if owner.is_shared_anon:
-            # DONTNEED only unmaps shared memory; REMOVE frees it, so it reads as zero
-            fz.injector.check("madvise", vaddr, n * PAGE_SIZE, MADV_REMOVE)
-        elif not owner.is_file and n < _ZERO_BY_WRITE_PAGES:
-            fz.mem.write(vaddr, zeros[: n * PAGE_SIZE])
-        else:
-            fz.injector.check("madvise", vaddr, n * PAGE_SIZE, MADV_DONTNEED)
+        size = n * PAGE_SIZE
+        locked = "lo" in owner.flags
+        if not owner.is_file and not owner.is_shared_anon and (locked or n < _ZERO_BY_WRITE_PAGES):
+            # locked memory refuses madvise; its pages stay resident anyway
+            for at in range(vaddr, vaddr + size, len(zeros)):
+                fz.mem.write(at, zeros[: min(len(zeros), vaddr + size - at)])
+            continue
+        if locked:  # madvise refuses locked memory: unlock around it (the limit was met before)
+            inj.check("munlock", vaddr, size)
+        # DONTNEED only unmaps shared memory; REMOVE frees it, so it reads as zero
+        advice = MADV_REMOVE if owner.is_shared_anon else MADV_DONTNEED
+        inj.check("madvise", vaddr, size, advice)
+        if locked:
+            inj.check("mlock2", vaddr, size, MLOCK_ONFAULT if "lf" in owner.flags else 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from array import array
 from collections.abc import Iterator
@@ -38,6 +39,33 @@ def read_maps(pid: int) -> list[Mapping]:
             return [parse_maps_line(line) for line in f]
     except (FileNotFoundError, ProcessLookupError):
         raise ProcessNotFound(f"no process with PID {pid}") from None
+
+
+def read_maps_with_flags(pid: int) -> list[Mapping]:
+    """read_maps() plus each mapping's VmFlags (locked, DONTFORK, userfaultfd, ...).
+
+    /proc/PID/smaps walks the page tables for its sizes: about 12 ms per GiB
+    resident, so callers read it outside a freeze where they can (`with_flags`).
+    """
+    out: list[Mapping] = []
+    try:
+        with open(proc_path(pid, "smaps")) as f:
+            for line in f:
+                if line.startswith("VmFlags:"):
+                    out[-1] = dataclasses.replace(out[-1], vmflags=line[8:].strip())
+                elif not line[:1].isupper():
+                    out.append(parse_maps_line(line))
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcessNotFound(f"no process with PID {pid}") from None
+    return out
+
+
+def with_flags(maps: list[Mapping], flagged: list[Mapping] | None, pid: int) -> list[Mapping]:
+    """`maps` with VmFlags, taken from `flagged` (read earlier) if it describes exactly
+    the same mappings; otherwise read again now."""
+    if flagged is not None and [dataclasses.replace(m, vmflags=None) for m in flagged] == maps:
+        return flagged
+    return read_maps_with_flags(pid)
 
 
 class Pagemap:

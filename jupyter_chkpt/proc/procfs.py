@@ -24,6 +24,8 @@ class Status:
     state: str  # one letter, e.g. "S", "t", "Z"
     uid: int  # real uid
     tracer_pid: int
+    # architecture-specific features the process turned on (x86: shstk, wrss), if shown
+    thread_features: str = ""
 
 
 def read_status(pid: int) -> Status:
@@ -39,12 +41,14 @@ def read_status(pid: int) -> Status:
         state=fields["State"].split()[0],
         uid=int(fields["Uid"].split()[0]),
         tracer_pid=int(fields["TracerPid"]),
+        thread_features=fields.get("x86_Thread_features", ""),
     )
 
 
-def _stat_fields(pid: int) -> list[str]:
+def _stat_fields(pid: int, tid: int | None = None) -> list[str]:
+    path = proc_path(pid, "stat") if tid is None else proc_path(pid, "task", str(tid), "stat")
     try:
-        with open(proc_path(pid, "stat")) as f:
+        with open(path) as f:
             raw = f.read()
     except (FileNotFoundError, ProcessLookupError):
         raise ProcessNotFound(f"no process with PID {pid}") from None
@@ -82,6 +86,28 @@ def thread_ids(pid: int) -> list[int]:
         return sorted(int(t) for t in os.listdir(proc_path(pid, "task")))
     except (FileNotFoundError, ProcessLookupError):
         raise ProcessNotFound(f"no process with PID {pid}") from None
+
+
+def thread_start_time(pid: int, tid: int) -> int:
+    """When the thread started (clock ticks since boot): with the tid, it names one thread."""
+    return int(_stat_fields(pid, tid)[22 - 3])
+
+
+def children(pid: int) -> list[int]:
+    """PIDs of the process's children (forked by any of its threads)."""
+    out: list[int] = []
+    for tid in thread_ids(pid):
+        try:
+            with open(proc_path(pid, "task", str(tid), "children")) as f:
+                out.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread exited meanwhile
+    return sorted(set(out))
+
+
+def personality(pid: int) -> int:
+    with open(proc_path(pid, "personality")) as f:
+        return int(f.read(), 16)
 
 
 def thread_name(pid: int, tid: int) -> str:
@@ -132,12 +158,12 @@ def check_can_act_on(pid: int) -> Status:
         raise ProcessIsZombie(f"PID {pid} is a zombie")
     if status.tracer_pid != 0:
         raise ProcessAlreadyTraced(
-            f"PID {pid} is already traced by PID {status.tracer_pid} ({_comm(status.tracer_pid)})"
+            f"PID {pid} is already traced by PID {status.tracer_pid} ({comm(status.tracer_pid)})"
         )
     return status
 
 
-def _comm(pid: int) -> str:
+def comm(pid: int) -> str:
     try:
         with open(proc_path(pid, "comm")) as f:
             return f.read().strip()

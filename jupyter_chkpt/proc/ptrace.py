@@ -2,7 +2,8 @@
 
 python-ptrace gives the raw call, the register struct and the classic
 requests; this module adds what it lacks: PTRACE_SEIZE/INTERRUPT, register
-sets (XSTATE), signal masks, and attaching every thread of a process.
+sets (XSTATE), signal masks, queued signals, rseq registrations, attaching
+every thread of a process, and adopting threads the process is made to create.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import errno
 import logging
 import os
 import signal
+import struct
 from dataclasses import dataclass, field
 
 from ptrace.binding.func import (
@@ -33,14 +35,26 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 PTRACE_SINGLESTEP = 9
 PTRACE_DETACH = 17
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETREGSET = 0x4204
 PTRACE_SETREGSET = 0x4205
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
+PTRACE_PEEKSIGINFO = 0x4209
 PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
+PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
+PTRACE_O_TRACECLONE = 0x8
+PTRACE_EVENT_CLONE = 3
 PTRACE_EVENT_STOP = 128
+PTRACE_PEEKSIGINFO_SHARED = 1
+SIGINFO_SIZE = 128
 WALL = 0x40000000  # __WALL: wait for threads too
+
+# struct ptrace_rseq_configuration; struct ptrace_peeksiginfo_args
+RSEQ_CONFIG = struct.Struct("<QIIII")
+PEEKSIGINFO_ARGS = struct.Struct("<QIi")
 
 
 class ThreadExited(Exception):
@@ -77,6 +91,8 @@ class Thread:
     tid: int
     # Signals that arrived while we held the thread; re-delivered at detach.
     pending_signals: list[int] = field(default_factory=list)
+    # tid of the last thread this one created while stepping (PTRACE_O_TRACECLONE)
+    last_clone: int | None = None
 
     def get_regs(self) -> arch.Regs:
         return ptrace_getregs(self.tid)
@@ -108,6 +124,39 @@ class Thread:
         mask = ctypes.c_uint64(value)
         _call(PTRACE_SETSIGMASK, self.tid, ctypes.sizeof(mask), ctypes.addressof(mask))
 
+    def rseq_config(self) -> tuple[int, int, int] | None:
+        """(address, length, signature) of the thread's rseq area; None if it has none
+        or the kernel cannot say (before Linux 5.13)."""
+        conf = ctypes.create_string_buffer(RSEQ_CONFIG.size)
+        try:
+            _call(PTRACE_GET_RSEQ_CONFIGURATION, self.tid, RSEQ_CONFIG.size, ctypes.addressof(conf))
+        except PtraceError:
+            return None
+        addr, length, sig, _flags, _pad = RSEQ_CONFIG.unpack(conf.raw)
+        return (addr, length, sig) if addr else None
+
+    def queued_signals(self, *, shared: bool = False) -> list[bytes]:
+        """The raw siginfo of every signal queued for this thread (or, with `shared`,
+        for the whole process), oldest first; the queue is left as it is."""
+        out: list[bytes] = []
+        batch = 32
+        buf = ctypes.create_string_buffer(SIGINFO_SIZE * batch)
+        while True:
+            args = PEEKSIGINFO_ARGS.pack(
+                len(out), PTRACE_PEEKSIGINFO_SHARED if shared else 0, batch
+            )
+            raw_args = ctypes.create_string_buffer(args, len(args))
+            n = _call(
+                PTRACE_PEEKSIGINFO, self.tid, ctypes.addressof(raw_args), ctypes.addressof(buf)
+            )
+            out.extend(buf.raw[i * SIGINFO_SIZE : (i + 1) * SIGINFO_SIZE] for i in range(n))
+            if n < batch:
+                return out
+
+    def trace_clones(self, on: bool) -> None:
+        """With `on`, a thread this one creates is attached to us and starts stopped."""
+        _call(PTRACE_SETOPTIONS, self.tid, 0, PTRACE_O_TRACECLONE if on else 0)
+
     def single_step(self) -> None:
         """Execute one instruction; keeps waiting through unrelated stops."""
         _call(PTRACE_SINGLESTEP, self.tid)
@@ -116,6 +165,13 @@ class Thread:
             sig = os.WSTOPSIG(status)
             if sig == signal.SIGTRAP and (status >> 16) == 0:
                 return
+            if sig == signal.SIGTRAP and (status >> 16) == PTRACE_EVENT_CLONE:
+                # the stepped syscall created a thread (trace_clones): note its tid
+                msg = ctypes.c_ulong()
+                _call(PTRACE_GETEVENTMSG, self.tid, 0, ctypes.addressof(msg))
+                self.last_clone = int(msg.value)
+                _call(PTRACE_SINGLESTEP, self.tid)
+                continue
             if is_event_stop(status):
                 # A leftover PTRACE_INTERRUPT fired before the step: step again.
                 _call(PTRACE_SINGLESTEP, self.tid)
@@ -153,6 +209,15 @@ class Thread:
         for extra in self.pending_signals:
             _libc.syscall(arch.SYS["tgkill"], self.pid, self.tid, extra)
         self.pending_signals.clear()
+
+
+def adopt(pid: int, tid: int) -> Thread:
+    """A thread the process created while traced with trace_clones(): it is
+    already ours and starts in a stop, before running any instruction."""
+    status = wait_stop(tid)
+    if not is_event_stop(status):
+        raise EngineError(f"the new thread {tid} of PID {pid} stopped with status {status:#x}")
+    return Thread(pid, tid)
 
 
 def _seize(pid: int, tid: int) -> Thread | None:

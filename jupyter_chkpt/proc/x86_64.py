@@ -148,3 +148,64 @@ _EPOLL_EVENT: Final = struct.Struct("<IQ")
 
 def pack_epoll_event(events: int, data: int) -> bytes:
     return _EPOLL_EVENT.pack(events, data)
+
+
+# struct clone_args (clone3), up to set_tid_size: CLONE_ARGS_SIZE_VER1
+_CLONE_ARGS: Final = struct.Struct("<10Q")
+
+
+def pack_clone_args(flags: int, set_tid: int, set_tid_size: int) -> bytes:
+    """No stack (the child starts on the parent's stack pointer; we set its registers
+    before it runs), no exit signal (a thread), the tids to ask for at `set_tid`."""
+    return _CLONE_ARGS.pack(flags, 0, 0, 0, 0, 0, 0, 0, set_tid, set_tid_size)
+
+
+# stack_t: sp, flags (int, padded; read unsigned: SS_AUTODISARM is bit 31), size
+_STACK_T: Final = struct.Struct("<QI4xQ")
+STACK_T_SIZE: Final = _STACK_T.size
+
+
+def pack_stack_t(sp: int, flags: int, size: int) -> bytes:
+    return _STACK_T.pack(sp, flags, size)
+
+
+def unpack_stack_t(raw: bytes) -> tuple[int, int, int]:
+    sp, flags, size = _STACK_T.unpack(raw)
+    return sp, flags, size
+
+
+# struct itimerval and struct itimerspec: interval then value, (seconds, sub-seconds) each
+_TIMER_PAIR: Final = struct.Struct("<qqqq")
+TIMER_PAIR_SIZE: Final = _TIMER_PAIR.size
+
+
+def pack_timer_pair(interval: tuple[int, int], value: tuple[int, int]) -> bytes:
+    return _TIMER_PAIR.pack(*interval, *value)
+
+
+def unpack_timer_pair(raw: bytes) -> tuple[tuple[int, int], tuple[int, int]]:
+    a, b, c, d = _TIMER_PAIR.unpack(raw)
+    return (a, b), (c, d)
+
+
+# struct sigevent: sigval, signo, notify, then the union (its first member: the thread id)
+_SIGEVENT: Final = struct.Struct("<Qiii44x")
+
+
+def pack_sigevent(sigval: int, signo: int, notify: int, tid: int) -> bytes:
+    return _SIGEVENT.pack(sigval, signo, notify, tid)
+
+
+# struct robust_list_head: list.next, futex_offset (signed), list_op_pending
+_ROBUST_HEAD: Final = struct.Struct("<QqQ")
+ROBUST_HEAD_SIZE: Final = _ROBUST_HEAD.size
+
+
+def unpack_robust_head(raw: bytes) -> tuple[int, int, int]:
+    nxt, offset, pending = _ROBUST_HEAD.unpack(raw)
+    return nxt, offset, pending
+
+
+def shadow_stack_enabled(thread_features: str) -> bool:
+    """/proc/PID/status x86_Thread_features: user shadow stacks are switched on."""
+    return "shstk" in thread_features.split()
