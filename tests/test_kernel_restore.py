@@ -76,6 +76,8 @@ def test_values_counts_and_kernel_keep_working(kernel, tmp_path) -> None:
     r = kernel.ok("%restore setup")
     assert f"restored snapshot {snap_id}" in r.stdout
     assert "chkpt_restored" in r.types()
+    (echo,) = [m for m in r.iopub if m["msg_type"] == "execute_input"]
+    assert r.content["execution_count"] == echo["content"]["execution_count"]
     restored = next(m for m in r.iopub if m["msg_type"] == "chkpt_restored")
     assert restored["content"]["execution_count"] == count_at_snapshot
 

@@ -95,6 +95,7 @@ class Checkpointer:
         self.restores = 0
         self._subscribed = threading.Event()
         self._tasks: set[asyncio.Future[None]] = set()
+        self._cell_count = 0  # the count of the main shell's last execute_input
 
     # --- attaching ------------------------------------------------------------------
 
@@ -104,6 +105,8 @@ class Checkpointer:
         self._orig_dispatch = k.dispatch_shell
         k._publish_status_and_flush = self._publish_status_and_flush
         k.dispatch_shell = self._dispatch_shell
+        self._orig_execute_input = k._publish_execute_input
+        k._publish_execute_input = self._publish_execute_input
         k.shell_handlers["chkpt_request"] = self._chkpt_request
         self._wrap_main_receive()
         self._wrap_iopub_subscriptions()
@@ -118,6 +121,13 @@ class Checkpointer:
         if getattr(k, "shell_channel_thread", None):
             return k.shell_channel_thread.manager._shell_channel_to_main.to_stream
         return k.shell_stream
+
+    def _publish_execute_input(self, code: str, parent: Any, execution_count: int) -> None:
+        # The count a cell runs as: IPython's own counter is already past it during
+        # the cell in IPython 9.18+ and not before.
+        if threading.current_thread() is threading.main_thread():
+            self._cell_count = execution_count
+        self._orig_execute_input(code, parent, execution_count)
 
     def _wrap_main_receive(self) -> None:
         """Record every shell message for the main thread when it arrives."""
@@ -372,6 +382,8 @@ class Checkpointer:
             if msg_id:
                 self._seen_since_restore.add(msg_id)
         self._new_history_session()
+        _threads_renumbered(result.get("threads_recreated", []))
+        _children_gone(result.get("children_gone", []))
         if result.get("files", {}).get("closed"):
             self._wait_for_frontends(carry.get("peers", {}))
 
@@ -383,6 +395,9 @@ class Checkpointer:
             f"restored snapshot {snap['id']} ({_describe(snap)}): the kernel is back after "
             f"cell [{count}]; the next cell runs as [{count + 1}]"
         ]
+        recreated = result.get("threads_recreated", [])
+        if recreated:
+            lines.append(f"  {len(recreated)} thread(s) that had ended since were started again")
         lines += [f"  note: {n}" for n in result.get("notes", [])]
         self._stream(parent, "\n".join(lines) + "\n")
         self._publish(
@@ -541,7 +556,7 @@ class Checkpointer:
             msg_type=msg_type,
             msg=_jsonable(msg),
             idents=[_b64(bytes(i)) for i in idents or []],
-            execution_count=k.execution_count,
+            execution_count=self._cell_count,
         )
 
     # --- publishing --------------------------------------------------------------------
@@ -585,6 +600,29 @@ def _established(port: int) -> int:
                 if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
                     n += 1
     return n
+
+
+def _threads_renumbered(pairs: list[list[int]]) -> None:
+    """Threads recreated under a new tid: `Thread.native_id` cached the old one."""
+    renumbered = {old: new for old, new in pairs if old != new}
+    for t in threading.enumerate():
+        new = renumbered.get(getattr(t, "_native_id", None) or 0)
+        if new is not None:
+            t._native_id = new  # type: ignore[attr-defined]
+
+
+def _children_gone(children: list[dict[str, Any]]) -> None:
+    """multiprocessing believes in processes that ended after the snapshot: without
+    an exit code, a Pool waits for them forever. Give them one, so that a Pool
+    replaces them and `join()` returns."""
+    gone = {int(c["pid"]) for c in children}
+    mp = sys.modules.get("multiprocessing.process")
+    if not gone or mp is None:
+        return
+    for proc in list(getattr(mp, "_children", ())):
+        popen = getattr(proc, "_popen", None)
+        if popen is not None and popen.pid in gone and popen.returncode is None:
+            popen.returncode = -signal.SIGKILL  # the exit status is lost; it is gone
 
 
 def _allow_ptrace_by(pid: int) -> None:

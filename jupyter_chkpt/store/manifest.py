@@ -19,7 +19,7 @@ from ..image import PAGE_SIZE, ImageMeta
 from .layout import ID_RE
 
 FORMAT_NAME = "jupyter-chkpt-snapshot"
-MAJOR, MINOR = 1, 1
+MAJOR, MINOR = 1, 2
 MANIFEST = "manifest.json"
 PAGEMAP = "pagemap.bin.zst"
 
