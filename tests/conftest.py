@@ -30,7 +30,7 @@ def spawn(tmp_path: Path, c_targets: dict[str, Path]) -> Iterator[Callable[..., 
     """Start targets, ready to talk to; whatever is still running at teardown is killed.
 
     spawn("heap", "grow") runs a C target, spawn("py_counter.py") a Python one;
-    user=<pwd entry> runs it as that user (Python targets only).
+    user=<pwd entry> runs it as that user (a C target from a copy in `cwd`).
     """
     started: list[zdtm.Target] = []
 
@@ -44,6 +44,11 @@ def spawn(tmp_path: Path, c_targets: dict[str, Path]) -> Iterator[Callable[..., 
     ) -> zdtm.Target:
         if name.endswith(".py"):
             argv = zdtm.python_argv(name, *args)
+        elif user is not None:  # the build directory is root's: give the user a copy
+            exe = (cwd or tmp_path) / name
+            shutil.copy(c_targets[name], exe)
+            exe.chmod(0o755)
+            argv = [str(exe), *args]
         else:
             argv = [str(c_targets[name]), *args]
         env = dict(os.environ) if user is None else zdtm.user_env(user)

@@ -16,6 +16,7 @@ without it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import shutil
@@ -162,6 +163,41 @@ def user_env(user: Any) -> dict[str, str]:
         "PYTHONPATH": str(REPO),
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+
+
+# Runs as the test user: the engine API without the CLI.
+API_SCRIPT = """
+import json, sys
+from jupyter_chkpt.engine import checkpoint, restore
+from jupyter_chkpt.store import Store
+op, pid, store = sys.argv[1], int(sys.argv[2]), Store(sys.argv[3])
+if op == "checkpoint":
+    info = checkpoint(pid, store, label="api")
+    print(json.dumps({"id": info.id, "pid": info.pid}))
+else:
+    result = restore(pid, store, sys.argv[4])
+    print(json.dumps({"id": result.snapshot_id, **result.to_json()}))
+"""
+
+
+def run_as(user: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run this interpreter with `args` as `user` (a pwd entry), in their home."""
+    return subprocess.run(
+        [sys.executable, *args],
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        env=user_env(user),
+        cwd=user.pw_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def ok_json(res: subprocess.CompletedProcess[str]) -> Any:
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
 
 
 def python_argv(script: str, *args: str) -> list[str]:

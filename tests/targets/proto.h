@@ -86,7 +86,7 @@ static uint64_t rng_next(void)
     return rng_state;
 }
 
-static void fill_random(void *p, size_t n)
+__attribute__((unused)) static void fill_random(void *p, size_t n)
 {
     unsigned char *b = p;
     size_t i = 0;
@@ -99,7 +99,7 @@ static void fill_random(void *p, size_t n)
 }
 
 /* FNV-1a over 64-bit words: cheap enough for tens of MiB per command. */
-static uint64_t hash_buf(const void *p, size_t n)
+__attribute__((unused)) static uint64_t hash_buf(const void *p, size_t n)
 {
     const unsigned char *b = p;
     uint64_t h = 0xcbf29ce484222325ull;

@@ -1,9 +1,15 @@
 """Python target for the thread scenarios; the mode is the first argument.
 
 late     threads started after the snapshot must be gone after restore
-doomed   mutate ends a thread that existed at the snapshot (restore must refuse)
+doomed   mutate ends a thread that existed at the snapshot (restore recreates it)
 blocked  threads sit in read, futex (Event, Lock), nanosleep, poll and epoll_wait
          at snapshot time; each round wakes every one of them with a token
+ended    mutate ends every thread: a ThreadPoolExecutor's workers, threads waiting
+         on a Condition, a Queue and an Event, one in time.sleep, one in a blocking
+         read, a daemon; each has threading.local data. After a restore they wait
+         again, wake up with the right token and local data, and the pool works
+flip     ``flip`` ends the a-threads and starts b-threads: snapshots before and
+         after have different thread sets; ``check`` runs a round on the live set
 
 ``tids`` replies ``ok name=tid ...`` so the test can check where threads block;
 ``names`` replies the current thread names.
@@ -17,6 +23,7 @@ import select
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from _proto import Fail, check, serve
 
@@ -176,7 +183,200 @@ class Blocked(Base):
         check(all(self.rounds[n] == before[n] + 1 for n in self.NAMES), f"rounds {self.rounds}")
 
 
-MODES = {"late": Late, "doomed": Doomed, "blocked": Blocked}
+class Ended(Base):
+    """Every kind of waiting thread, all ended by mutate."""
+
+    NAMES = ("w-cond", "w-queue", "w-event", "w-nap", "w-pipe", "w-daemon")
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.acks: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
+        self.cond = threading.Condition()
+        self.cond_items: list[str] = []
+        self.q: queue.Queue[str] = queue.Queue()
+        self.event = threading.Event()
+        self.event_token = ""
+        self.nap_token: str | None = None
+        self.rfd, self.wfd = os.pipe()
+        self.daemon_event = threading.Event()
+        self.daemon_token = ""
+        self.serial = 0
+        self.ended = False  # mutate ended every thread on purpose
+        self.threads = [
+            threading.Thread(target=self._run, args=(n,), name=n, daemon=n == "w-daemon")
+            for n in self.NAMES
+        ]
+        for t in self.threads:
+            t.start()
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pool")
+        gate = threading.Barrier(3)
+        jobs = [self.pool.submit(gate.wait, 10) for _ in range(2)]  # two workers exist
+        gate.wait(10)
+        for j in jobs:
+            j.result(10)
+        super().__init__()
+
+    def _take(self, name: str) -> str | None:
+        if name == "w-cond":
+            with self.cond:
+                while not self.cond_items:
+                    self.cond.wait()
+                return self.cond_items.pop(0)
+        if name == "w-queue":
+            return self.q.get()
+        if name == "w-event":
+            self.event.wait()
+            self.event.clear()
+            return self.event_token
+        if name == "w-daemon":
+            self.daemon_event.wait()
+            self.daemon_event.clear()
+            return self.daemon_token
+        if name == "w-pipe":
+            return os.read(self.rfd, 64).decode()
+        while self.nap_token is None:  # w-nap
+            time.sleep(0.05)
+        tok, self.nap_token = self.nap_token, None
+        return tok
+
+    def _run(self, name: str) -> None:
+        self.local.name = name
+        while True:
+            tok = self._take(name)
+            if tok == "exit":
+                return
+            self.acks.put((name, str(tok), self.local.name))
+
+    def _give(self, name: str, tok: str) -> None:
+        if name == "w-cond":
+            with self.cond:
+                self.cond_items.append(tok)
+                self.cond.notify()
+        elif name == "w-queue":
+            self.q.put(tok)
+        elif name == "w-event":
+            self.event_token = tok
+            self.event.set()
+        elif name == "w-daemon":
+            self.daemon_token = tok
+            self.daemon_event.set()
+        elif name == "w-pipe":
+            os.write(self.wfd, tok.encode())
+        else:
+            self.nap_token = tok
+
+    def mutate(self) -> None:
+        for name in self.NAMES:
+            self._give(name, "exit")
+        self.pool.shutdown(wait=True)
+        for t in self.threads:
+            t.join(10)
+        self.ended = True
+        check(task_count() == 1, f"{task_count()} tasks after ending every thread")
+
+    def work(self) -> None:
+        if self.ended:
+            return  # nobody left to wake; verify says what is missing
+        for name in self.NAMES:
+            self.serial += 1
+            tok = f"{name}#{self.serial}"
+            self._give(name, tok)
+            try:
+                got = self.acks.get(timeout=10)
+            except queue.Empty:
+                raise Fail(f"{name} did not wake up") from None
+            check(got == (name, tok, name), f"expected {(name, tok, name)}, got {got}")
+        futures = [self.pool.submit(sum, range(i * 1000)) for i in range(6)]
+        check(
+            [f.result(10) for f in futures] == [sum(range(i * 1000)) for i in range(6)],
+            "the pool's results are wrong",
+        )
+
+    def spawn(self) -> str:
+        """A new thread; its tid (a test makes it reuse an exited thread's tid)."""
+        started = threading.Event()
+        t = threading.Thread(target=lambda: (started.set(), self.daemon_event.wait()), daemon=True)
+        t.start()
+        started.wait(10)
+        return str(t.native_id)
+
+
+class Flip:
+    """Two thread sets, a and b; `flip` replaces the first by the second."""
+
+    def __init__(self) -> None:
+        self.phase = "a"
+        self.acks: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self.events: dict[str, threading.Event] = {}
+        self.tokens: dict[str, str] = {}
+        self.serial = 0
+        self._start(("a-1", "a-2"))
+
+    def _start(self, names: tuple[str, ...]) -> None:
+        for n in names:
+            self.events[n] = threading.Event()
+            threading.Thread(target=self._run, args=(n,), name=n).start()
+
+    def _run(self, name: str) -> None:
+        while True:
+            self.events[name].wait()
+            self.events[name].clear()
+            tok = self.tokens[name]
+            if tok == "exit":
+                return
+            self.acks.put((name, tok))
+
+    def flip(self) -> None:
+        check(self.phase == "a", "already flipped")
+        for n in ("a-1", "a-2"):
+            self.tokens[n] = "exit"
+            self.events[n].set()
+        for t in threading.enumerate():
+            if t.name.startswith("a-"):
+                t.join(10)
+        self.phase = "b"
+        self._start(("b-1", "b-2", "b-3"))
+
+    def check(self) -> str:
+        live = [n for n in thread_names() if n != "MainThread"]
+        want = sorted(n for n in self.events if n.startswith(self.phase))
+        check(live == want, f"threads are {live}, phase {self.phase} wants {want}")
+        check(task_count() == len(want) + 1, f"{task_count()} tasks for {want}")
+        for name in want:
+            self.serial += 1
+            self.tokens[name] = tok = f"{name}#{self.serial}"
+            self.events[name].set()
+            try:
+                got = self.acks.get(timeout=10)
+            except queue.Empty:
+                raise Fail(f"{name} did not wake up") from None
+            check(got == (name, tok), f"expected {(name, tok)}, got {got}")
+        return self.phase
+
+    def verify(self) -> None:
+        check(self.phase == "a", f"phase is {self.phase}, was a")
+        self.check()
+
+    def work(self) -> None:
+        self.check()
+
+    def mutate(self) -> None:
+        self.flip()
+
+    def names(self) -> str:
+        return " ".join(thread_names())
+
+    def tids(self) -> str:
+        return " ".join(f"{t.name}={t.native_id}" for t in threading.enumerate())
+
+    def stop(self) -> None:
+        for n in self.events:
+            if n.startswith(self.phase):
+                self.tokens[n] = "exit"
+                self.events[n].set()
+
+
+MODES = {"late": Late, "doomed": Doomed, "blocked": Blocked, "ended": Ended, "flip": Flip}
 
 if __name__ == "__main__":
     state = MODES[sys.argv[1]]()
@@ -187,8 +387,19 @@ if __name__ == "__main__":
             "work": state.work,
             "names": state.names,
             "tids": state.tids,
+            **{
+                cmd: getattr(state, cmd)
+                for cmd in ("spawn", "flip", "check")
+                if hasattr(state, cmd)
+            },
         }
     )
     # Keepers are not daemons: release them so the interpreter can exit.
     for ev in getattr(state, "stops", {}).values():
         ev.set()
+    if isinstance(state, Ended):
+        for name in Ended.NAMES:
+            state._give(name, "exit")
+        state.pool.shutdown(wait=True)
+    if isinstance(state, Flip):
+        state.stop()
