@@ -169,6 +169,7 @@ class FileImage:
     eventfd_count: int | None = None
     eventfd_semaphore: bool = False
     waiting: int | None = None  # bytes readable in a pipe or socket (FIONREAD)
+    content: str | None = None  # a pipe read end: the bytes waiting in it, base64 (1.2)
     hangup: bool = False  # a pipe or socket whose other end is closed
     details: dict[str, str] = field(default_factory=dict)  # other fdinfo lines (timerfd, ...)
 

@@ -145,16 +145,29 @@ sys.path.insert(0, sys.argv[1])
 import kernels
 from jupyter_chkpt.helper.client import HelperClient
 base = pathlib.Path(sys.argv[2])
+THREAD = '''
+import threading, queue
+q_in, q_out = queue.Queue(), queue.Queue()
+def w():
+    while q_in.get() != 'exit':
+        q_out.put(threading.get_native_id())
+t = threading.Thread(target=w, daemon=True)
+t.start()
+'''
 (base / "rt").mkdir(mode=0o700)
 env = kernels.kernel_env(base / "rt", base / "store")
 os.environ.update(JUPYTER_RUNTIME_DIR=env["JUPYTER_RUNTIME_DIR"])
 k = kernels.Kernel(env)
 try:
     k.ok("import socket; a, b = socket.socketpair(); x = 1")
+    k.ok(THREAD)
     k.ok("%checkpoint -m first")
-    k.ok("x = 2; a.close()")
+    k.ok("x = 2; a.close(); q_in.put('exit'); t.join(10)")
+    k.ok("!true")
     k.ok("%restore first")
     print(k.value("x"), k.value("a.sendall(b'hi'); b.recv(2)"), k.value("__import__('os').getuid()"))
+    # recreated under a new tid (users cannot choose): Thread.native_id follows
+    print(k.value("q_in.put(1); q_out.get(timeout=10) == t.native_id"))
 finally:
     k.shutdown()
     with HelperClient(start=False) as c:
@@ -165,4 +178,4 @@ finally:
 def test_user_runs_a_snapshots_kernel(nonroot_user, user_dir: Path) -> None:
     res = zdtm.run_as(nonroot_user, "-c", KERNEL_SCRIPT, str(zdtm.TESTS), str(user_dir))
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.split() == ["1", "b'hi'", str(nonroot_user.pw_uid)], res.stdout
+    assert res.stdout.split() == ["1", "b'hi'", str(nonroot_user.pw_uid), "True"], res.stdout

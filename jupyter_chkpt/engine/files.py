@@ -18,12 +18,16 @@ The reconcile order (docs/ARCHITECTURE.md, "Files"):
    borrowed copy of the fd, unless another process shares the description: then
    changing it would change it for them too (an inherited stdout would rewind
    the parent's log), so it is left alone and listed in `FilesReport.shared`.
-6. What cannot be put back is reported: bytes read from pipes and sockets since
-   the snapshot, peers that have gone, timers that changed.
+   A pipe's read end gets back exactly the bytes that waited in it at the
+   snapshot: what arrived since is read out, what was read since is written in
+   again (also only where nobody else shares it).
+6. What cannot be put back is reported: bytes read from sockets since the
+   snapshot, peers that have gone, timers that changed.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import fcntl
 import os
@@ -60,6 +64,7 @@ class FilesReport:
     offsets: list[int] = field(default_factory=list)
     flags: list[int] = field(default_factory=list)
     eventfds: list[int] = field(default_factory=list)
+    pipes: list[int] = field(default_factory=list)  # pipe contents set back
     # offset / flags / counter differ but left alone: the open file is shared with
     # another process, which would see the change too (an inherited stdout)
     shared: list[int] = field(default_factory=list)
@@ -105,6 +110,8 @@ def capture_files(fz: Frozen, keeper: FdKeeper | None, key: str | None) -> list[
                     with fds.borrowed(pidfd, f.fd) as mine:
                         f.waiting = fds.bytes_waiting(mine)
                         f.hangup = fds.hung_up(mine)
+                        if _pipe_read_end(f):
+                            f.content = base64.b64encode(fds.peek_pipe(mine)).decode()
         except OSError as e:
             if e.errno not in fds.NOT_PERMITTED:
                 raise  # else: no pidfd_getfd here, so no byte counts
@@ -368,7 +375,12 @@ class _Reconciler:
                 self._set_eventfd(w, c, mine)
         if w.kind in ("timerfd", "signalfd") and c.details != w.details:
             self._note(w, "its settings changed since the snapshot and are not restored")
-        if w.kind in ("pipe", "socket"):
+        if _pipe_read_end(w) and w.content is not None and not shared:
+            want = base64.b64decode(w.content)
+            if fds.peek_pipe(mine) != want:
+                fds.set_pipe_content(mine, want)
+                self.report.pipes.append(n)
+        elif w.kind in ("pipe", "socket"):
             waiting = fds.bytes_waiting(mine) or 0
             if w.waiting and waiting < w.waiting:
                 self._note(
@@ -396,6 +408,10 @@ class _Reconciler:
 
     def _note(self, w: FileImage, text: str) -> None:
         self.report.notes.append(f"fd {w.fd} ({w.link}): {text}")
+
+
+def _pipe_read_end(f: FileImage) -> bool:
+    return f.kind == "pipe" and f.flags & os.O_ACCMODE == os.O_RDONLY
 
 
 def _restorable_changes(w: FileImage, c: FileImage) -> list[str]:

@@ -612,14 +612,31 @@ def _threads_renumbered(pairs: list[list[int]]) -> None:
 
 
 def _children_gone(children: list[dict[str, Any]]) -> None:
-    """multiprocessing believes in processes that ended after the snapshot: without
-    an exit code, a Pool waits for them forever. Give them one, so that a Pool
-    replaces them and `join()` returns."""
+    """multiprocessing believes in processes that ended after the snapshot.
+
+    A Pool whose workers all died may also have died holding its queue locks (POSIX
+    semaphores in shared memory, which a snapshot does not roll back): free those,
+    then give the processes an exit code, so that the Pool replaces them and works
+    on, and `join()` returns, instead of waiting forever.
+    """
     gone = {int(c["pid"]) for c in children}
-    mp = sys.modules.get("multiprocessing.process")
-    if not gone or mp is None:
+    if not gone or "multiprocessing.process" not in sys.modules:
         return
-    for proc in list(getattr(mp, "_children", ())):
+    from multiprocessing import process, util
+
+    for finalizer in list(getattr(util, "_finalizer_registry", {}).values()):
+        args = getattr(finalizer, "_args", None)
+        if getattr(getattr(finalizer, "_callback", None), "__name__", "") != "_terminate_pool":
+            continue
+        with contextlib.suppress(Exception):
+            _inqueue, outqueue, workers = args[1], args[2], args[3]  # type: ignore[index]
+            if workers and all(w.pid in gone for w in workers):
+                for lock in (getattr(_inqueue, "_rlock", None), getattr(outqueue, "_wlock", None)):
+                    if lock is not None and not lock.acquire(False):
+                        log.info("jupyter-chkpt: freed a pool queue lock its dead workers held")
+                    if lock is not None:
+                        lock.release()
+    for proc in list(getattr(process, "_children", ())):
         popen = getattr(proc, "_popen", None)
         if popen is not None and popen.pid in gone and popen.returncode is None:
             popen.returncode = -signal.SIGKILL  # the exit status is lost; it is gone

@@ -99,6 +99,47 @@ def bytes_waiting(fd: int) -> int | None:
     return int(struct.unpack("i", raw)[0])
 
 
+F_GETPIPE_SZ, F_SETPIPE_SZ = 1032, 1031
+_libc.tee.restype = ctypes.c_ssize_t
+_libc.tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
+SPLICE_F_NONBLOCK = 2
+
+
+def peek_pipe(fd: int) -> bytes:
+    """Everything waiting in the pipe whose read end is `fd`, left in place (tee(2))."""
+    size = fcntl.fcntl(fd, F_GETPIPE_SZ)
+    r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if fcntl.fcntl(w, F_GETPIPE_SZ) < size:
+            fcntl.fcntl(w, F_SETPIPE_SZ, size)
+        n = _libc.tee(fd, w, size, SPLICE_F_NONBLOCK)
+        if n < 0:
+            err = ctypes.get_errno()
+            if err == errno.EAGAIN:  # empty
+                return b""
+            raise OSError(err, os.strerror(err))
+        return os.read(r, n) if n else b""
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def set_pipe_content(fd: int, data: bytes) -> None:
+    """Make the pipe whose read end is `fd` hold exactly `data`: what waits is read
+    out, `data` written in through a write end opened anew (the process may hold none)."""
+    left = bytes_waiting(fd) or 0
+    while left > 0:  # never blocks: these bytes are there
+        left -= len(os.read(fd, left))
+    if data:
+        w = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view) :]
+        finally:
+            os.close(w)
+
+
 def hung_up(fd: int) -> bool:
     """A pipe or connected socket whose other end has gone."""
     poller = select.poll()

@@ -9,7 +9,7 @@ s06_lock.acquire()
 def s06_wait():
     with s06_lock:
         s06_done.append("got it")
-    s06_never.wait()  # the thread lives on: threads that end cannot be brought back yet
+    s06_never.wait()
 s06_thread = threading.Thread(target=s06_wait, name="s06", daemon=True)
 s06_thread.start()
 """
