@@ -38,7 +38,7 @@ CASES: dict[str, tuple[str, list[str], str | None]] = {
     "files-closed": ("py_files.py", ["closed"], "fd table"),
     "files-reused": ("py_files.py", ["reused"], "fd table"),
     "files-epoll": ("py_files.py", ["epoll"], "registrations"),
-    "files-consumed": ("py_files.py", ["consumed"], None),
+    "files-consumed": ("py_files.py", ["consumed"], "pipes hold (b'', b'stale')"),
     "files-counters": ("py_files.py", ["counters"], "plain eventfd counter"),
     "files-offset": ("py_files.py", ["offset"], "offset is 9000"),
     "files-shared": ("py_files.py", ["shared", "2"], None),

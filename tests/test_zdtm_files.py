@@ -60,9 +60,11 @@ def test_epoll_registrations_added_removed_modified(spawn, store, keeper) -> Non
 
 
 @pytest.mark.timeout(60)
-def test_bytes_read_since_the_snapshot_are_reported(spawn, store, keeper) -> None:
+def test_pipe_contents_come_back_socket_bytes_are_reported(spawn, store, keeper) -> None:
     target, result = _roundtrip(spawn, store, keeper, "consumed")
-    assert any("5 of the 5 bytes waiting" in n for n in result.notes), result.notes
+    assert len(result.files.pipes) == 2, result.files  # bytes read since, bytes written since
+    (note,) = [n for n in result.notes if "bytes waiting" in n]
+    assert "socket:" in note and "5 of the 5 bytes waiting" in note, result.notes
     target.quit()
 
 

@@ -11,7 +11,8 @@ Modes:
   reused    a pipe's read end closed and its number taken by another file
   epoll     registrations removed, modified and added after the snapshot
   counters  eventfd counters (plain and semaphore) changed after the snapshot
-  consumed  bytes waiting in a pipe at the snapshot, read after it
+  consumed  bytes waiting in a pipe and a socket at the snapshot, read after it;
+            bytes written into an empty pipe after it
   offset    a regular file's offset moved after the snapshot
   shared    ARG is an inherited fd of a file the parent shares; lines written to it
   signals   handlers and ignored signals changed after the snapshot
@@ -235,20 +236,37 @@ class Consumed(Base):
         self.r, self.w = os.pipe()
         os.write(self.w, b"hello")
         os.set_blocking(self.r, False)
+        self.late_r, self.late_w = os.pipe()  # empty at the snapshot
+        os.set_blocking(self.late_r, False)
+        self.sock, self.peer = socket.socketpair()
+        self.peer.sendall(b"sock!")
+        self.sock.setblocking(False)
         super().__init__()
 
     def mutate(self) -> str:
         check(os.read(self.r, 10) == b"hello", "pipe content")
+        os.write(self.late_w, b"stale")
+        check(self.sock.recv(10) == b"sock!", "socket content")
         return ""
 
+    @staticmethod
+    def _drain(fd: int) -> bytes:
+        try:
+            return os.read(fd, 100)
+        except BlockingIOError:
+            return b""
+
     def verify(self) -> str:
-        # Bytes read since the snapshot are gone for good (the restore's report
-        # says so): the pipe holds what is left, and still works.
+        # A pipe holds again what waited in it at the snapshot, and nothing that
+        # was written since. Bytes read from a socket are gone (the report says so).
         self.check_table()
-        with contextlib.suppress(BlockingIOError):
-            os.read(self.r, 10)
+        got = self._drain(self.r), self._drain(self.late_r)
+        check(got == (b"hello", b""), f"pipes hold {got}, held (b'hello', b'')")
         os.write(self.w, b"again")
         check(os.read(self.r, 10) == b"again", "pipe does not work")
+        with contextlib.suppress(BlockingIOError):
+            self.sock.recv(10)  # what is left of the socket's bytes
+        roundtrip(self.sock, self.peer)
         return ""
 
 
