@@ -45,6 +45,8 @@ CASES: dict[str, tuple[str, list[str], str | None]] = {
     "files-signals": ("py_files.py", ["signals"], "caught/ignored masks"),
     "files-cwd": ("py_files.py", ["cwd", "/"], "cwd is /"),
     "zmq": ("py_zmq.py", [], "non-socket"),
+    "process-personality": ("py_process.py", ["personality"], "personality 0x"),
+    "process-signals": ("py_process.py", ["signals"], "pending are"),
 }
 
 NOT_TARGETS = {"_proto.py", "ptrace_holder.py", "probe.c", "proto.h"}
