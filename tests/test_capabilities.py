@@ -30,6 +30,8 @@ NAMES = [
     "process_vm_readv",
     "pidfd_getfd",
     "kcmp",
+    "thread ids",
+    "POSIX timer ids",
     "userfaultfd WP_ASYNC",
     "PAGEMAP_SCAN",
     "soft-dirty",

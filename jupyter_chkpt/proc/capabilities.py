@@ -51,6 +51,9 @@ _PTRACE_EVENT_STOP = 128
 _WALL = 0x40000000  # waitpid: also report stops of ptraced (possibly clone) children
 _PR_SET_PDEATHSIG = 1
 _CAP_SYS_PTRACE = 19
+_CAP_SYS_ADMIN = 21
+_CAP_CHECKPOINT_RESTORE = 40
+_PR_TIMER_CREATE_RESTORE_IDS, _PR_TIMER_CREATE_RESTORE_IDS_GET = 77, 2
 
 _SYS_USERFAULTFD = 323
 _SYS_PIDFD_OPEN = 434
@@ -242,12 +245,16 @@ def _munmap(addr: int, length: int) -> None:
     _libc.munmap(addr, length)
 
 
-def _has_cap_sys_ptrace() -> bool:
+def _has_cap(cap: int) -> bool:
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> _CAP_SYS_PTRACE & 1)
+                return bool(int(line.split()[1], 16) >> cap & 1)
     return False
+
+
+def _has_cap_sys_ptrace() -> bool:
+    return _has_cap(_CAP_SYS_PTRACE)
 
 
 def _read_int(path: str) -> int | None:
@@ -566,8 +573,28 @@ def _probe_kcmp() -> tuple[bool, str]:
     return True, "compared a child's open files"
 
 
+def _probe_thread_ids() -> tuple[bool, str]:
+    # Kernels run as this user: what this user may do, they may (clone3 set_tid).
+    if _has_cap(_CAP_CHECKPOINT_RESTORE) or _has_cap(_CAP_SYS_ADMIN):
+        return True, "threads that exited are recreated under their old ids"
+    return False, (
+        "threads that exited are recreated under new ids (needs CAP_CHECKPOINT_RESTORE); "
+        "glibc's and Python's idea of their ids is updated"
+    )
+
+
+def _probe_timer_ids() -> tuple[bool, str]:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_TIMER_CREATE_RESTORE_IDS, _PR_TIMER_CREATE_RESTORE_IDS_GET, 0, 0, 0) < 0:
+        return False, "a POSIX timer deleted since a snapshot cannot be recreated (Linux < 6.17)"
+    return True, "POSIX timers deleted since a snapshot are recreated under their ids"
+
+
 def _child_ack_fd(child: _Child) -> int:
     # Find the child's write end of the reply pipe through /proc, not by assumption.
+    # Only once it answered: until it has closed its copies of our ends, the read end
+    # (same pipe, same inode) is there too, and may be gone a moment later.
+    child.request(b"p", 1)
     fd_dir = f"/proc/{child.pid}/fd"
     for name in os.listdir(fd_dir):
         with suppress(OSError):
@@ -721,6 +748,8 @@ _PROBES: tuple[tuple[str, bool, Callable[[], tuple[bool, str]]], ...] = (
     # back and offsets/counters are left alone (docs/ARCHITECTURE.md, "Files").
     ("pidfd_getfd", False, _probe_pidfd_getfd),
     ("kcmp", False, _probe_kcmp),
+    ("thread ids", False, _probe_thread_ids),
+    ("POSIX timer ids", False, _probe_timer_ids),
     ("userfaultfd WP_ASYNC", False, _probe_uffd_wp_async),
     ("PAGEMAP_SCAN", False, _probe_pagemap_scan),
     ("soft-dirty", False, _probe_soft_dirty),
