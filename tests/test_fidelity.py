@@ -2,7 +2,8 @@
 
 One snapshots kernel runs every scenario in turn: SETUP, %checkpoint,
 fingerprint A, MUTATE, fingerprint (must differ from A), %restore, fingerprint
-(must equal A). See tests/scenarios/README.md.
+(must equal A). A scenario with BACK_AND_FORTH = True is also snapshotted after
+MUTATE and restored to both snapshots in turn. See tests/scenarios/README.md.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import pytest
 SCENARIOS = sorted((Path(__file__).parent / "scenarios").glob("s*.py"))
 
 
-def load(path: Path) -> dict[str, str]:
-    ns: dict[str, Any] = {}
+def load(path: Path) -> dict[str, Any]:
+    ns: dict[str, Any] = {"BACK_AND_FORTH": False}
     exec(compile(path.read_text(), str(path), "exec"), ns)
-    return {k: ns[k] for k in ("SETUP", "FINGERPRINT", "MUTATE")}
+    return {k: ns[k] for k in ("SETUP", "FINGERPRINT", "MUTATE", "BACK_AND_FORTH")}
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,16 @@ def test_scenario(shared_kernel: kernels.Kernel, path: Path) -> None:
     k.ok(f"%checkpoint -m {label}")
     before = k.value(s["FINGERPRINT"])
     k.ok(s["MUTATE"])
+    if s["BACK_AND_FORTH"]:
+        k.ok(f"%checkpoint -m {label}-after")
     mutated = k.run(s["FINGERPRINT"])
     assert (mutated.value or mutated.error) != before, "MUTATE does not change the fingerprint"
     r = k.ok(f"%restore {label}")
     assert "restored snapshot" in r.stdout
     assert k.value(s["FINGERPRINT"]) == before
+    if s["BACK_AND_FORTH"]:
+        for _ in range(3):
+            k.ok(f"%restore {label}-after")
+            assert k.value(s["FINGERPRINT"]) == mutated.value
+            k.ok(f"%restore {label}")
+            assert k.value(s["FINGERPRINT"]) == before

@@ -138,3 +138,26 @@ def test_back_and_forth_for_a_user(spawn, nonroot_user, user_dir: Path) -> None:
         api("restore", pid, store, b)
         assert target.ok("check") == "b", i
     target.quit()
+
+
+def test_a_thread_that_cannot_be_recreated_rolls_back(
+    spawn, nonroot_user, user_dir: Path
+) -> None:
+    """clone fails (the user's process limit): the restore is rolled back before the
+    point of no return, the process runs on as it was, and a later restore works."""
+    target = spawn("py_threads.py", "ended", user=nonroot_user, cwd=user_dir)
+    store, pid = str(user_dir / "store"), str(target.pid)
+    snap = zdtm.ok_json(zdtm.run_as(nonroot_user, "-c", zdtm.API_SCRIPT, "checkpoint", pid, store))
+    target.ok("mutate")
+    target.ok("nproc 1")  # the user runs more than one process: no clone succeeds
+    res = zdtm.run_as(nonroot_user, "-c", zdtm.API_SCRIPT, "restore", pid, store, snap["id"])
+    assert res.returncode != 0
+    assert "could not recreate thread" in res.stderr and "rolled back" in res.stderr, res.stderr
+    zdtm.assert_released(target.pid)
+    assert zdtm.tasks(target.pid) == [target.pid]
+    assert target.send("verify").startswith("fail 1 tasks")  # still the mutated state
+    target.ok("nproc max")
+    zdtm.ok_json(zdtm.run_as(nonroot_user, "-c", zdtm.API_SCRIPT, "restore", pid, store, snap["id"]))
+    target.ok("verify")
+    target.ok("work")
+    target.quit()

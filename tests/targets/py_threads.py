@@ -292,6 +292,13 @@ class Ended(Base):
             "the pool's results are wrong",
         )
 
+    def nproc(self, soft: str) -> None:
+        """Set this process's soft RLIMIT_NPROC ("max": back to the hard limit)."""
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+        resource.setrlimit(resource.RLIMIT_NPROC, (hard if soft == "max" else int(soft), hard))
+
     def spawn(self) -> str:
         """A new thread; its tid (a test makes it reuse an exited thread's tid)."""
         started = threading.Event()
@@ -389,7 +396,7 @@ if __name__ == "__main__":
             "tids": state.tids,
             **{
                 cmd: getattr(state, cmd)
-                for cmd in ("spawn", "flip", "check")
+                for cmd in ("spawn", "flip", "check", "nproc")
                 if hasattr(state, cmd)
             },
         }
