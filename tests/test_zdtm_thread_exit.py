@@ -140,9 +140,7 @@ def test_back_and_forth_for_a_user(spawn, nonroot_user, user_dir: Path) -> None:
     target.quit()
 
 
-def test_a_thread_that_cannot_be_recreated_rolls_back(
-    spawn, nonroot_user, user_dir: Path
-) -> None:
+def test_a_thread_that_cannot_be_recreated_rolls_back(spawn, nonroot_user, user_dir: Path) -> None:
     """clone fails (the user's process limit): the restore is rolled back before the
     point of no return, the process runs on as it was, and a later restore works."""
     target = spawn("py_threads.py", "ended", user=nonroot_user, cwd=user_dir)
@@ -157,7 +155,9 @@ def test_a_thread_that_cannot_be_recreated_rolls_back(
     assert zdtm.tasks(target.pid) == [target.pid]
     assert target.send("verify").startswith("fail 1 tasks")  # still the mutated state
     target.ok("nproc max")
-    zdtm.ok_json(zdtm.run_as(nonroot_user, "-c", zdtm.API_SCRIPT, "restore", pid, store, snap["id"]))
+    zdtm.ok_json(
+        zdtm.run_as(nonroot_user, "-c", zdtm.API_SCRIPT, "restore", pid, store, snap["id"])
+    )
     target.ok("verify")
     target.ok("work")
     target.quit()
