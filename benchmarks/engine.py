@@ -113,7 +113,7 @@ def main() -> int:
         ("plain memory copy, same bytes", f"{copy:.3f} s", "1.0x"),
         ("snapshot: target frozen", f"{pause:.3f} s", f"{pause / copy:.1f}x"),
         (
-            "snapshot: of which fds, signals, umask",
+            "snapshot: of which threads, timers, fds, signals",
             f"{min(os_state):.3f} s",
             f"{min(os_state) / pause:.2f} of frozen",
         ),
