@@ -243,7 +243,7 @@ def _apply_or_roll_back(
                 RestoreResult(snapshot_id="safety", pid=fz.pid),
                 keeper,
                 safety_key,
-                flagged,
+                read_maps_with_flags(fz.pid),  # the failed attempt may have changed flags
             )
         except Exception as second:
             raise RollbackFailed(

@@ -54,9 +54,13 @@ def reconcile_sigactions(inj: Injector, scratch: int, want: list[SigAction]) -> 
 
 
 def reconcile_umask(inj: Injector, pid: int, want: int) -> bool:
-    if procfs.umask(pid) == want:
+    return _set_if_changed(inj, "umask", procfs.umask(pid), want)
+
+
+def _set_if_changed(inj: Injector, syscall: str, now: int, want: int) -> bool:
+    if now == want:
         return False
-    inj.check("umask", want)
+    inj.check(syscall, want)
     return True
 
 
@@ -145,10 +149,7 @@ def reconcile_rlimits(pid: int, want: dict[str, list[int]]) -> list[str]:
 
 
 def reconcile_personality(inj: Injector, pid: int, want: int) -> bool:
-    if procfs.personality(pid) == want:
-        return False
-    inj.check("personality", want)
-    return True
+    return _set_if_changed(inj, "personality", procfs.personality(pid), want)
 
 
 # --- what a restore reports --------------------------------------------------------------

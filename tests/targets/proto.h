@@ -9,12 +9,14 @@
 #define PROTO_H
 
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static char proto_in[512];
@@ -112,6 +114,41 @@ __attribute__((unused)) static uint64_t hash_buf(const void *p, size_t n)
     for (; i < n; i++)
         h = (h ^ b[i]) * 0x100000001b3ull;
     return h;
+}
+
+/* Helpers of the thread targets. */
+
+__attribute__((unused)) static int load(const int *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+__attribute__((unused)) static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* One 8-byte token from a pipe, read again after a signal; 0 at EOF or error. */
+__attribute__((unused)) static uint64_t read_token(int fd)
+{
+    uint64_t tok;
+    ssize_t r;
+    while ((r = read(fd, &tok, sizeof(tok))) < 0 && errno == EINTR)
+        ;
+    return r == sizeof(tok) ? tok : 0;
+}
+
+/* Threads of this process, as the kernel lists them. */
+__attribute__((unused)) static int task_count(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
 }
 
 #endif

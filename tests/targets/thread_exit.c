@@ -15,7 +15,6 @@
  */
 #include "proto.h"
 
-#include <dirent.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
@@ -23,7 +22,6 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
-#include <time.h>
 
 enum { T_FUTEX, T_READ, T_SLEEP, T_ROBUST, T_ALT, T_SPIN, NT };
 static const char *const names[NT] = {"x-futex", "x-read", "x-sleep",
@@ -46,14 +44,7 @@ static uint64_t spin_count;
 static __thread int my_index = -1;
 static __thread uint64_t my_magic;
 
-static int load(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static int gettid_(void) { return (int)syscall(SYS_gettid); }
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static void on_usr1(int sig)
 {
@@ -95,15 +86,6 @@ static void self_check(int i)
         if (getpriority(PRIO_PROCESS, 0) != 5)
             snprintf(p, 128, "nice %d, not 5", getpriority(PRIO_PROCESS, 0));
     }
-}
-
-static uint64_t read_token(int fd)
-{
-    uint64_t tok;
-    ssize_t r;
-    while ((r = read(fd, &tok, sizeof(tok))) < 0 && errno == EINTR)
-        ;
-    return r == sizeof(tok) ? tok : 0;
 }
 
 static void *run(void *arg)
@@ -195,17 +177,6 @@ static const char *join_all(int timeout_s)
         }
     }
     return NULL;
-}
-
-static int task_count(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/task");
-    for (struct dirent *e; d && (e = readdir(d));)
-        n += e->d_name[0] != '.';
-    if (d)
-        closedir(d);
-    return n;
 }
 
 /* One round: every thread wakes, checks itself; signals reach the right thread. */

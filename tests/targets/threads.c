@@ -8,14 +8,12 @@
  */
 #include "proto.h"
 
-#include <dirent.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/syscall.h>
-#include <time.h>
 
 enum { T_READ, T_FUTEX, T_SLEEP, T_POLL, T_POLLTMO, T_EPOLL, T_SPIN, NT };
 static const char *const names[NT] = {"t-read", "t-futex", "t-sleep", "t-poll",
@@ -39,21 +37,11 @@ static unsigned char state_buf[1 << 20];
 static uint64_t state_h;
 static uint64_t next_token = 1000;
 
-static int load(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
 static void done_round(int i, uint64_t token)
 {
     __atomic_store_n(&last[i], token, __ATOMIC_RELAXED);
     __atomic_add_fetch(&rounds[i], 1, __ATOMIC_RELEASE);
-}
-
-static uint64_t read_token(int fd)
-{
-    uint64_t tok;
-    ssize_t r;
-    while ((r = read(fd, &tok, sizeof(tok))) < 0 && errno == EINTR)
-        ;
-    return r == sizeof(tok) ? tok : 0;
 }
 
 static void *waiter(void *arg)
@@ -106,12 +94,6 @@ static void *waiter(void *arg)
 }
 
 static void on_usr1(int sig) { (void)sig; }
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* Wake every waiter once; NULL when each took its token within 5 s. */
 static const char *wake_all(void)
@@ -174,12 +156,7 @@ static const char *verify(void)
             return msg;
         }
     }
-    int ntasks = 0;
-    DIR *d = opendir("/proc/self/task");
-    for (struct dirent *e; d && (e = readdir(d));)
-        ntasks += e->d_name[0] != '.';
-    if (d)
-        closedir(d);
+    int ntasks = task_count();
     if (ntasks != NT + 1) {
         snprintf(msg, sizeof(msg), "%d threads, expected %d", ntasks, NT + 1);
         return msg;
