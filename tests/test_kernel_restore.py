@@ -244,3 +244,25 @@ def test_snapshot_browser_widget(kernel) -> None:
     while kernel.value("w") != "'first'":
         assert time.monotonic() < deadline, "the widget's restore did not happen"
         time.sleep(0.2)
+
+
+@pytest.mark.timeout(300)
+def test_snapshot_references(kernel) -> None:
+    """An exact id, then an exact label, then a unique id prefix of 4+ characters."""
+    kernel.ok("v = 'first'")
+    first = kernel.value("%checkpoint -m start").strip("'")
+    kernel.ok("v = 'second'")
+    # a label that is also a prefix of the first id: the label wins
+    second = kernel.value(f"%checkpoint -m {first[:4]}").strip("'")
+    kernel.ok("v = 'third'")
+    kernel.ok(f"%restore {first[:4]}")
+    assert kernel.value("v") == "'second'"
+    kernel.ok(f"%restore {first}")
+    assert kernel.value("v") == "'first'"
+    kernel.ok(f"%restore {second[:5]}")
+    assert kernel.value("v") == "'second'"
+    short = kernel.run(f"%restore {first[:3]}")
+    assert short.status == "error" and "no snapshot with id or label" in short.content["evalue"]
+    kernel.ok("%checkpoint -m start")  # a second 'start'
+    twice = kernel.run("%restore start")
+    assert twice.status == "error" and "give an id" in twice.content["evalue"], twice.content

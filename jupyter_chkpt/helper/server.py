@@ -327,10 +327,13 @@ class HelperServer:
         return sorted(found, key=lambda i: i.created)
 
     def _resolve(self, k: Kernel, ref: str) -> SnapshotInfo:
-        """ID (or prefix), -N (N-th newest), or a label, among this kernel's snapshots."""
+        """-N (N-th newest), an exact id, an exact label, or a unique id prefix of at
+        least 4 characters, in that order, among this kernel's snapshots."""
         mine = self._snapshots_of(k.pid, k.start_time)
         if not mine:
             raise UnknownSnapshot("this kernel has no snapshots", "Take one with %checkpoint")
+        if not ref:
+            raise UnknownSnapshot("no snapshot given", "Give a snapshot id, a label, or -1")
         if re.fullmatch(r"-\d+", ref):
             n = int(ref[1:])
             if not 1 <= n <= len(mine):
@@ -339,17 +342,25 @@ class HelperServer:
                     "Use -1 for the newest, -2 for the one before, ...",
                 )
             return mine[-n]
-        by_id = [i for i in mine if i.id.startswith(ref.lower())] if ref else []
         by_label = [i for i in mine if i.label == ref]
-        if len(by_id) == 1 and not by_label:
-            return by_id[0]
-        if len(by_label) == 1 and not by_id:
-            return by_label[0]
-        if by_id or by_label:
-            raise AmbiguousSnapshot(
-                f"{ref!r} matches snapshots {', '.join(i.id for i in by_id + by_label)}"
-            )
-        raise UnknownSnapshot(f"this kernel has no snapshot with id or label {ref!r}")
+        for found in (
+            [i for i in mine if i.id == ref.lower()],
+            by_label,
+            [i for i in mine if len(ref) >= 4 and i.id.startswith(ref.lower())],
+        ):
+            if len(found) == 1:
+                return found[0]
+            if found:
+                raise AmbiguousSnapshot(
+                    f"{ref!r} matches snapshots {', '.join(i.id for i in found)}",
+                    "Several snapshots have that label: give an id (%snapshots lists them)"
+                    if found is by_label
+                    else None,
+                )
+        raise UnknownSnapshot(
+            f"this kernel has no snapshot with id or label {ref!r}",
+            "Give the label, the id or at least its first 4 characters; %snapshots lists them",
+        )
 
     def _target(self, req: dict[str, Any]) -> Kernel:
         pid = req.get("pid")

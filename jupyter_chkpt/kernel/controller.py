@@ -45,6 +45,7 @@ PR_SET_PTRACER = 0x59616D61
 HANDLED_MEMORY = 10_000  # ids of handled shell messages remembered (stale-request filter)
 IOPUB_DRAIN_S = 0.05  # after the IOPub thread sent everything, for zmq's IO thread
 RECONNECT_WAIT_S = 5.0  # at most, for frontends whose connections the restore reset
+POOL_REFILL_S = 5.0  # at most, for a multiprocessing Pool to replace workers gone since
 
 
 @dataclass
@@ -624,22 +625,33 @@ def _children_gone(children: list[dict[str, Any]]) -> None:
         return
     from multiprocessing import process, util
 
+    pools = []
     for finalizer in list(getattr(util, "_finalizer_registry", {}).values()):
         args = getattr(finalizer, "_args", None)
         if getattr(getattr(finalizer, "_callback", None), "__name__", "") != "_terminate_pool":
             continue
         with contextlib.suppress(Exception):
-            _inqueue, outqueue, workers = args[1], args[2], args[3]  # type: ignore[index]
+            inqueue, outqueue, workers = args[1], args[2], args[3]  # type: ignore[index]
             if workers and all(w.pid in gone for w in workers):
-                for lock in (getattr(_inqueue, "_rlock", None), getattr(outqueue, "_wlock", None)):
+                for lock in (getattr(inqueue, "_rlock", None), getattr(outqueue, "_wlock", None)):
                     if lock is not None and not lock.acquire(False):
                         log.info("jupyter-chkpt: freed a pool queue lock its dead workers held")
                     if lock is not None:
                         lock.release()
+                pools.append((workers, len(workers)))
     for proc in list(getattr(process, "_children", ())):
         popen = getattr(proc, "_popen", None)
         if popen is not None and popen.pid in gone and popen.returncode is None:
             popen.returncode = -signal.SIGKILL  # the exit status is lost; it is gone
+    # The pool's own thread replaces them within 0.1 s; until then its worker list is
+    # short or empty (Pool.map would divide by its length), so the next cell waits.
+    deadline = time.monotonic() + POOL_REFILL_S
+    while pools and time.monotonic() < deadline:
+        if all(
+            len(workers) >= n and all(w.exitcode is None for w in workers) for workers, n in pools
+        ):
+            break
+        time.sleep(0.01)
 
 
 def _allow_ptrace_by(pid: int) -> None:

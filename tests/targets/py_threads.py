@@ -36,6 +36,15 @@ def task_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+def settled_task_count(want: int) -> int:
+    """The task count once it reaches `want` (at most 5 s): Thread.join() returns when
+    Python is done with a thread, a moment before the kernel is."""
+    deadline = time.monotonic() + 5
+    while (n := task_count()) != want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return n
+
+
 class Base:
     def __init__(self) -> None:
         self.names0 = thread_names()
@@ -98,6 +107,7 @@ class Doomed(Late):
         self.stops["keeper-2"].set()
         self.keepers["keeper-2"].join(10)
         check(not self.keepers["keeper-2"].is_alive(), "keeper-2 did not exit")
+        settled_task_count(self.tasks0 - 1)
 
 
 class Blocked(Base):
@@ -272,7 +282,8 @@ class Ended(Base):
         for t in self.threads:
             t.join(10)
         self.ended = True
-        check(task_count() == 1, f"{task_count()} tasks after ending every thread")
+        n = settled_task_count(1)
+        check(n == 1, f"{n} tasks after ending every thread")
 
     def work(self) -> None:
         if self.ended:
@@ -348,7 +359,8 @@ class Flip:
         live = [n for n in thread_names() if n != "MainThread"]
         want = sorted(n for n in self.events if n.startswith(self.phase))
         check(live == want, f"threads are {live}, phase {self.phase} wants {want}")
-        check(task_count() == len(want) + 1, f"{task_count()} tasks for {want}")
+        n = settled_task_count(len(want) + 1)
+        check(n == len(want) + 1, f"{n} tasks for {want}")
         for name in want:
             self.serial += 1
             self.tokens[name] = tok = f"{name}#{self.serial}"
