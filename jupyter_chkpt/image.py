@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+import numpy as np
 
 PAGE_SIZE = 4096
 
@@ -72,7 +74,7 @@ class ThreadImage:
             "regs": self.regs,
             "xstate": base64.b64encode(self.xstate).decode(),
             "sigmask": self.sigmask,
-            "state": None if self.state is None else asdict(self.state),
+            "state": None if self.state is None else _flat(self.state),
         }
 
     @classmethod
@@ -134,7 +136,7 @@ class Mapping:
         return self.path in ("[vvar]", "[vdso]", "[vsyscall]", "[vvar_vclock]", "[uprobes]")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return _flat(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Mapping:
@@ -174,8 +176,8 @@ class FileImage:
     details: dict[str, str] = field(default_factory=dict)  # other fdinfo lines (timerfd, ...)
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["epoll"] = [asdict(e) for e in self.epoll]
+        d = _flat(self)
+        d["epoll"] = [_flat(e) for e in self.epoll]
         return d
 
     @classmethod
@@ -316,7 +318,13 @@ class ImageMeta:
 
 
 def _list_json(items: list[Any] | None) -> list[dict[str, Any]] | None:
-    return None if items is None else [asdict(i) for i in items]
+    return None if items is None else [_flat(i) for i in items]
+
+
+def _flat(obj: Any) -> dict[str, Any]:
+    """A dataclass of JSON values as a dict: `asdict` without its deep copies (a
+    kernel's image has hundreds of mappings, and a snapshot per cell)."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
 
 @dataclass
@@ -352,3 +360,68 @@ class PageRuns:
         for vaddr, data in self.iter_runs():
             for i in range(0, len(data), PAGE_SIZE):
                 yield vaddr + i, data[i : i + PAGE_SIZE]
+
+
+@dataclass
+class Image:
+    """A process image to store or to apply: its meta, the runs of pages that hold
+    data (`present`), and the contents of those that were read (`contents`): all
+    of them in a full image; in an incremental one only those that may differ from
+    the memory it is compared with (the rest is known to be equal)."""
+
+    meta: ImageMeta
+    present: list[tuple[int, int]]
+    contents: list[PageRuns]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.contents)
+
+
+@dataclass
+class PageMap:
+    """Which content sits at which page of an image: page addresses (sorted) and
+    their 16-byte hashes, as arrays. What a snapshot's pagemap file holds, and
+    what an incremental dump or restore compares against."""
+
+    vaddrs: np.ndarray[Any, np.dtype[np.uint64]]
+    hashes: np.ndarray[Any, np.dtype[np.void]]  # dtype V16
+
+    def __len__(self) -> int:
+        return len(self.vaddrs)
+
+    @classmethod
+    def empty(cls) -> PageMap:
+        return cls(np.empty(0, np.uint64), np.empty(0, "V16"))
+
+    def runs(self) -> list[tuple[int, int]]:
+        """Its pages as maximal runs of consecutive addresses."""
+        v = self.vaddrs
+        if not len(v):
+            return []
+        breaks = np.flatnonzero(np.diff(v) != PAGE_SIZE) + 1
+        starts = np.concatenate(([0], breaks))
+        ends = np.concatenate((breaks, [len(v)]))
+        return [(int(v[a]), int(b - a)) for a, b in zip(starts, ends, strict=True)]
+
+    def select(self, runs: list[tuple[int, int]]) -> PageMap:
+        """The entries whose address lies in `runs`."""
+        if not runs:
+            return PageMap.empty()
+        starts = np.array([v for v, _ in runs], np.uint64)
+        ends = starts + np.array([n for _, n in runs], np.uint64) * PAGE_SIZE
+        # +1 where a run begins, -1 where it ends: inside a run the running sum is 1
+        edge = np.zeros(len(self.vaddrs) + 1, np.int64)
+        np.add.at(edge, np.searchsorted(self.vaddrs, starts), 1)
+        np.add.at(edge, np.searchsorted(self.vaddrs, ends), -1)
+        keep = np.cumsum(edge[:-1]) > 0
+        return PageMap(self.vaddrs[keep], self.hashes[keep])
+
+    def differing(self, other: PageMap) -> list[tuple[int, int]]:
+        """Runs of our pages that `other` lacks or holds with other content."""
+        idx = np.searchsorted(other.vaddrs, self.vaddrs)
+        idx[idx == len(other.vaddrs)] = 0
+        same = np.zeros(len(self.vaddrs), bool)
+        if len(other.vaddrs):
+            same = (other.vaddrs[idx] == self.vaddrs) & (other.hashes[idx] == self.hashes)
+        return PageMap(self.vaddrs[~same], self.hashes[~same]).runs()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from jupyter_chkpt.engine.layout import Map, Protect, Unmap, dumpable, plan, prot_of, subtract_runs
+from jupyter_chkpt.engine.layout import Map, Protect, Unmap, dumpable, plan, prot_of
+from jupyter_chkpt.engine.runs import intersect, subtract, union
 from jupyter_chkpt.image import Mapping
 
 P = 4096
@@ -82,8 +83,17 @@ def test_prot_of() -> None:
 
 
 def test_subtract_runs() -> None:
-    assert subtract_runs([(0, 10)], []) == [(0, 10)]
-    assert subtract_runs([(0, 10)], [(0, 10)]) == []
-    assert subtract_runs([(0, 10)], [(2 * P, 3)]) == [(0, 2), (5 * P, 5)]
-    assert subtract_runs([(0, 4), (10 * P, 4)], [(3 * P, 8)]) == [(0, 3), (11 * P, 3)]
-    assert subtract_runs([(5 * P, 1)], [(0, 2), (8 * P, 2)]) == [(5 * P, 1)]
+    assert subtract([(0, 10)], []) == [(0, 10)]
+    assert subtract([(0, 10)], [(0, 10)]) == []
+    assert subtract([(0, 10)], [(2 * P, 3)]) == [(0, 2), (5 * P, 5)]
+    assert subtract([(0, 4), (10 * P, 4)], [(3 * P, 8)]) == [(0, 3), (11 * P, 3)]
+    assert subtract([(5 * P, 1)], [(0, 2), (8 * P, 2)]) == [(5 * P, 1)]
+
+
+def test_union_and_intersect_runs() -> None:
+    assert union([(0, 2)], [(2 * P, 2)]) == [(0, 4)]
+    assert union([(4 * P, 2), (0, 1)], [(P, 4)]) == [(0, 6)]
+    assert union([], [(P, 1)], [(P, 1)]) == [(P, 1)]
+    assert intersect([(0, 10)], [(2 * P, 3), (8 * P, 4)]) == [(2 * P, 3), (8 * P, 2)]
+    assert intersect([(0, 2), (4 * P, 2)], [(P, 4)]) == [(P, 1), (4 * P, 1)]
+    assert intersect([(0, 2)], []) == []

@@ -23,7 +23,8 @@ restore_module = importlib.import_module("jupyter_chkpt.engine.restore")
 def fingerprint(pid: int) -> dict[str, Any]:
     """Everything a snapshot would hold, hashed: layout, brk, registers, every page."""
     with frozen(pid) as fz:
-        meta, pages = capture(fz, StagingBuffer())
+        image = capture(fz, StagingBuffer())
+        meta, (pages,) = image.meta, image.contents
         return {
             "maps": meta.mappings,
             "brk": meta.brk,

@@ -10,17 +10,20 @@ import contextlib
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ChkptError
-from ..image import PAGE_SIZE, ImageMeta, Mapping, PageRuns
+from ..image import PAGE_SIZE, Image, ImageMeta, Mapping, PageMap, PageRuns
 from ..proc import procfs
-from ..proc.maps import Pagemap, read_maps, read_maps_with_flags, with_flags
+from ..proc.maps import read_maps, read_maps_with_flags, with_flags
 from ..proc.memory import StagingBuffer
-from .files import capture_files
+from . import runs
+from .files import capture_files, note_sharers
 from .freeze import Frozen, frozen
 from .keeper import FdKeeper
-from .layout import dumpable, refuse_device_memory
+from .layout import refuse_device_memory
+from .runs import Run
 from .task_state import (
     capture_children,
     capture_mapped_files,
@@ -30,6 +33,7 @@ from .task_state import (
 )
 from .threads import capture_state, capture_threads
 from .timers import capture_timers
+from .tracking import PageState, Tracker, Tracking, present_pages
 
 if TYPE_CHECKING:
     from ..store import SnapshotInfo, Store
@@ -39,20 +43,6 @@ _staging = StagingBuffer()
 _staging_lock = threading.Lock()
 
 
-def page_runs(pid: int, maps: list[Mapping]) -> list[tuple[int, int]]:
-    """Runs of pages that hold data of their own, over all dumpable mappings.
-
-    Pages never touched (not present) are left out rather than stored as zeros.
-    A later dirty-page tracker narrows this list further.
-    """
-    runs: list[tuple[int, int]] = []
-    with Pagemap(pid) as pagemap:
-        for m in maps:
-            if dumpable(m):
-                runs.extend(pagemap.runs(m.start, m.end, anon_only=m.is_file))
-    return runs
-
-
 def capture(
     fz: Frozen,
     staging: StagingBuffer,
@@ -60,12 +50,20 @@ def capture(
     key: str | None = None,
     *,
     flagged: list[Mapping] | None = None,
-) -> tuple[ImageMeta, PageRuns]:
+    tracker: Tracker | None = None,
+    rearm: bool = False,
+    only: list[Run] | None = None,
+    pages: PageState | None = None,
+) -> Image:
     """The image of a frozen process; its pages live in `staging` until the next capture.
 
     With a keeper, duplicates of the process's fds are held under `key`.
     `flagged`: the mappings with their VmFlags as read just before the freeze
     (smaps is slow); used if the layout has not changed since.
+    With a tracker that has a base, only the pages that may differ from the base
+    are read (`rearm`: and tracking restarts from this moment); with `only`, just
+    the pages with data within those runs (a restore's safety image). `pages`:
+    which pages hold data, where the caller has just scanned them.
 
     Injected syscalls come last: a helper killed while a thread runs one leaves
     that thread with the injected registers (see ARCHITECTURE.md), while one
@@ -74,11 +72,14 @@ def capture(
     maps = with_flags(read_maps(fz.pid), flagged, fz.pid)
     refuse_device_memory(fz.pid, maps)
     threads = capture_threads(fz)
-    runs = page_runs(fz.pid, maps)
-    total = sum(n for _, n in runs) * PAGE_SIZE
+    state = pages or (
+        tracker.scan(fz, maps, rearm=rearm) if tracker is not None else present_pages(fz.pid, maps)
+    )
+    read = runs.intersect(state.present, only) if only is not None else state.written
+    total = runs.npages(read) * PAGE_SIZE
     buf = staging.view(total)[:total]
     off = 0
-    for vaddr, n in runs:
+    for vaddr, n in read:
         size = n * PAGE_SIZE
         fz.mem.read_into(vaddr, buf[off : off + size])
         off += size
@@ -109,7 +110,7 @@ def capture(
     )
     # kernel state beyond memory: threads, timers, fds, signals, limits, ...
     meta.stats["os_state_s"] = round(time.monotonic() - started, 6)
-    return meta, PageRuns(buf, runs)
+    return Image(meta, state.present, [PageRuns(buf, read)])
 
 
 def checkpoint(
@@ -122,43 +123,139 @@ def checkpoint(
     snap_id: str | None = None,
     tags: dict[str, Any] | None = None,
     staging: StagingBuffer | None = None,
+    tracking: Tracking | None = None,
 ) -> SnapshotInfo:
     """Snapshot process `pid` into `store`; the process runs on.
 
     With a keeper (a long-lived helper has one), duplicates of the process's
     fds are held under the new snapshot's id, so that a restore can put back
     files closed since; without one, only regular files can be reopened.
+    With `tracking` (the helper keeps one per process) only the pages written
+    since the last snapshot or restore are read, hashed and stored.
     A caller that snapshots several processes at once gives each its own
     `staging` buffer; otherwise snapshots share one and take turns.
     """
-    pending = f"pending-{uuid.uuid4().hex}"
-    if keeper is not None:
-        keeper.prune()
     with contextlib.nullcontext() if staging else _staging_lock:
+        taken = take(pid, keeper, staging=staging or _staging, tracking=tracking)
+        return taken.commit(store, label=label, parent=parent, snap_id=snap_id, tags=tags)
+
+
+@dataclass
+class Taken:
+    """A snapshot captured while the process was frozen (it runs on), not stored
+    yet: its pages live in the staging buffer until `commit` or `discard`."""
+
+    pid: int
+    image: Image
+    keeper: FdKeeper | None
+    key: str  # under which the keeper holds its files until the commit
+    tracker: Tracker | None
+    base: PageMap | None  # what an incremental image is relative to
+
+    def commit(
+        self,
+        store: Store,
+        *,
+        label: str = "",
+        parent: str | None = None,
+        snap_id: str | None = None,
+        tags: dict[str, Any] | None = None,
+    ) -> SnapshotInfo:
+        """Hash, compress and store; the tracker's base becomes this image."""
         try:
-            flagged = _maps_with_flags(pid)  # slow: before the freeze
-            with frozen(pid) as fz:
-                meta, pages = capture(fz, staging or _staging, keeper, pending, flagged=flagged)
-                pause = fz.paused_for
-            meta.stats.update(
-                pause_s=round(pause, 6),
-                bytes=pages.nbytes,
-                threads=len(meta.threads),
-                mappings=len(meta.mappings),
+            if self.image.meta.files is not None:
+                note_sharers(self.pid, self.image.meta.files, self.keeper)
+            info, pm = store.commit_image(
+                self.image.meta,
+                self.image.contents[0],
+                present=self.image.present if self.base is not None else None,
+                base=self.base,
+                label=label,
+                parent=parent,
+                snap_id=snap_id,
+                tags=tags,
             )
-            info = store.commit(meta, pages, label=label, parent=parent, snap_id=snap_id, tags=tags)
         except BaseException:
-            if keeper is not None:  # no snapshot: nothing may stay held for it
-                keeper.release(pid, pending)
+            self.discard()
             raise
-        if keeper is not None:
-            keeper.rename(pid, pending, info.id)
+        if self.tracker is not None:
+            self.tracker.set_base(info.id, pm)
+        if self.keeper is not None:
+            self.keeper.rename(self.pid, self.key, info.id)
         return info
 
+    def discard(self) -> None:
+        _abandon(self.pid, self.keeper, self.key, self.tracker)
 
-def _maps_with_flags(pid: int) -> list[Mapping] | None:
+
+def provisional(
+    taken: Taken, snap_id: str, parent: str | None, tags: dict[str, Any]
+) -> SnapshotInfo:
+    """What a listing will say of a taken snapshot once stored (sizes aside)."""
+    from ..store import SnapshotInfo
+
+    meta = taken.image.meta
+    npages = runs.npages(taken.image.present)
+    return SnapshotInfo(
+        id=snap_id,
+        pid=taken.pid,
+        created=time.time(),
+        label="",
+        parent=parent,
+        mem_bytes=npages * PAGE_SIZE,
+        stored_bytes=0,
+        npages=npages,
+        new_pages=0,
+        stats=meta.stats,
+        start_time=meta.process.start_time,
+        tags=tags,
+    )
+
+
+def _abandon(pid: int, keeper: FdKeeper | None, key: str, tracker: Tracker | None) -> None:
+    """A snapshot that will not be stored."""
+    if tracker is not None:  # armed, but no image to build on: start over
+        tracker.set_base(None, None)
+    if keeper is not None:  # nothing may stay held for it
+        keeper.release(pid, key)
+
+
+def take(
+    pid: int,
+    keeper: FdKeeper | None = None,
+    *,
+    staging: StagingBuffer,
+    tracking: Tracking | None = None,
+) -> Taken:
+    """Freeze process `pid`, capture it into `staging`, let it run on."""
+    key = f"pending-{uuid.uuid4().hex}"
+    if keeper is not None:
+        keeper.prune()
+    tracker: Tracker | None = None
+    try:
+        flagged = _maps_with_flags(pid, tracking)  # slow: before the freeze
+        with frozen(pid) as fz:
+            tracker = tracking.ensure(fz, keeper) if tracking is not None else None
+            base = tracker.base if tracker is not None else None
+            image = capture(fz, staging, keeper, key, flagged=flagged, tracker=tracker, rearm=True)
+            pause = fz.paused_for
+    except BaseException:
+        _abandon(pid, keeper, key, tracker)
+        raise
+    meta = image.meta
+    meta.stats.update(
+        pause_s=round(pause, 6),
+        bytes=image.nbytes,  # read while frozen
+        incremental=base is not None,
+        threads=len(meta.threads),
+        mappings=len(meta.mappings),
+    )
+    return Taken(pid, image, keeper, key, tracker, base)
+
+
+def _maps_with_flags(pid: int, tracking: Tracking | None = None) -> list[Mapping] | None:
     """None if they cannot be read: frozen() then says why, with its remedy."""
     try:
-        return read_maps_with_flags(pid)
+        return tracking.maps_with_flags(pid) if tracking is not None else read_maps_with_flags(pid)
     except (OSError, ChkptError):
         return None

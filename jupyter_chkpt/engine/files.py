@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import ChkptError
 from ..image import EpollItem, FileImage
 from ..proc import fds
 from ..proc.arch import current as arch
@@ -97,11 +98,10 @@ def _pidfd(pid: int, keeper: FdKeeper | None) -> Iterator[int]:
 
 
 def capture_files(fz: Frozen, keeper: FdKeeper | None, key: str | None) -> list[FileImage]:
-    """The fd table of a frozen process; with a keeper, duplicates are held under `key`."""
+    """The fd table of a frozen process; with a keeper, duplicates are held under `key`.
+    Which other processes share each description (scanning every fd of every process
+    of the user: milliseconds) is for `note_sharers`, once the process runs again."""
     table = fds.read_fd_table(fz.pid)
-    own = keeper.own_fds() if keeper else set()
-    for fd, pids in fds.sharers(fz.pid, table.values(), own).items():
-        table[fd].shared_with = pids
     files = list(table.values())
     with _pidfd(fz.pid, keeper) as pidfd:
         try:
@@ -118,6 +118,19 @@ def capture_files(fz: Frozen, keeper: FdKeeper | None, key: str | None) -> list[
     if keeper is not None and key is not None:
         keeper.hold(fz.pid, key, files)
     return files
+
+
+def note_sharers(pid: int, files: list[FileImage], keeper: FdKeeper | None) -> None:
+    """Fill in `shared_with` (informative: a restore checks sharing again itself)."""
+    own = keeper.own_fds() if keeper else set()
+    try:
+        found = fds.sharers(pid, files, own)
+    except (OSError, ChkptError):
+        return  # the process is gone or changed: nothing to say
+    for fd, pids in found.items():
+        for f in files:
+            if f.fd == fd:
+                f.shared_with = pids
 
 
 def _names(f: FileImage | None, item: EpollItem) -> bool:

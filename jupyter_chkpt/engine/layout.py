@@ -22,8 +22,6 @@ MAP_GROWSDOWN, MAP_NORESERVE = 0x100, 0x4000
 # VmFlags (smaps) a restore sets back, each of which it can also clear: DONTFORK,
 # WIPEONFORK, DONTDUMP, locked (and lock-on-fault), transparent huge pages, KSM.
 RESTORED_FLAGS = frozenset({"dc", "wf", "dd", "lo", "lf", "hg", "mg"})
-# Registered with a userfaultfd: a write into it waits for the process's handler.
-UFFD_FLAGS = frozenset({"um", "uw", "ui"})
 SEALED = "sl"  # mseal(): cannot be unmapped or re-protected
 
 # Huge PROT_NONE reservations (allocators, runtimes) can span terabytes;
@@ -120,8 +118,9 @@ def carry_flags(maps: list[Mapping], flagged: list[Mapping]) -> list[Mapping]:
     return out
 
 
-def uffd_registered(maps: list[Mapping]) -> list[Mapping]:
-    return [m for m in maps if m.flags & UFFD_FLAGS]
+def affected(ops: list[Op]) -> list[tuple[int, int]]:
+    """Page runs whose contents an unmap, mprotect or map of the plan may lose."""
+    return [(op.start, (op.end - op.start) // PAGE_SIZE) for op in ops if not isinstance(op, Flags)]
 
 
 def touches_sealed(ops: list[Op], current: list[Mapping]) -> list[Mapping]:
@@ -235,27 +234,3 @@ def describe(ops: list[Op]) -> str:
         else:
             parts.append(f"missing {op.start:#x}-{op.end:#x} {op.source.path or '[anon]'}")
     return ", ".join(parts)
-
-
-def subtract_runs(
-    have: list[tuple[int, int]], keep: list[tuple[int, int]]
-) -> list[tuple[int, int]]:
-    """Page runs (vaddr, npages) in `have` that are not in `keep`; both sorted."""
-    out: list[tuple[int, int]] = []
-    j = 0
-    for start, n in have:
-        end = start + n * PAGE_SIZE
-        pos = start
-        while j < len(keep) and keep[j][0] + keep[j][1] * PAGE_SIZE <= pos:
-            j += 1
-        k = j
-        while pos < end:
-            if k >= len(keep) or keep[k][0] >= end:
-                out.append((pos, (end - pos) // PAGE_SIZE))
-                break
-            ks, ke = keep[k][0], keep[k][0] + keep[k][1] * PAGE_SIZE
-            if ks > pos:
-                out.append((pos, (ks - pos) // PAGE_SIZE))
-            pos = max(pos, ke)
-            k += 1
-    return out

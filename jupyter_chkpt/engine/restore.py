@@ -28,14 +28,15 @@ from ..errors import (
     UnsupportedState,
     WrongProcess,
 )
-from ..image import PAGE_SIZE, Child, ImageMeta, Mapping, PageRuns
+from ..image import PAGE_SIZE, Child, Image, ImageMeta, Mapping, PageMap
 from ..proc import procfs
 from ..proc.arch import current as arch
 from ..proc.inject import Injector
 from ..proc.maps import read_maps, read_maps_with_flags, with_flags
 from ..proc.memory import StagingBuffer
 from ..proc.ptrace import Thread
-from .dump import capture, page_runs
+from . import runs
+from .dump import capture
 from .files import FilesReport, reconcile_files
 from .freeze import Frozen, frozen
 from .keeper import FdKeeper
@@ -51,16 +52,16 @@ from .layout import (
     Op,
     Protect,
     Unmap,
+    affected,
     carry_flags,
     describe,
     flags_to_restore,
     plan,
     prot_of,
     refuse_device_memory,
-    subtract_runs,
     touches_sealed,
-    uffd_registered,
 )
+from .runs import Run
 from .task_state import (
     changed_mapped_files,
     compare_children,
@@ -73,6 +74,7 @@ from .task_state import (
 )
 from .threads import finish_recreated, match, reconcile_state, recreate
 from .timers import reconcile_timers
+from .tracking import PageState, Tracker, Tracking, blocking_uffd, present_pages
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -108,6 +110,7 @@ class RestoreResult:
     signals_changed: list[int] = field(default_factory=list)
     timers_changed: list[str] = field(default_factory=list)
     umask_changed: bool = False
+    bytes_loaded: int = 0  # page contents read from the store for this restore
     # children that ended since the snapshot, and children started since that still run
     children_gone: list[Child] = field(default_factory=list)
     children_started: list[Child] = field(default_factory=list)
@@ -125,12 +128,15 @@ def restore(
     keeper: FdKeeper | None = None,
     *,
     safety: StagingBuffer | None = None,
+    tracking: Tracking | None = None,
 ) -> RestoreResult:
     """Restore snapshot `ref` (id or unique prefix) into process `pid`.
 
     `keeper` should be the one the snapshot was taken with: its duplicates put
     back files the process closed since. Restores of different processes at
     once need a `safety` buffer each; otherwise they share one and take turns.
+    With `tracking` whose tracker knows a base image, only the pages that may
+    differ between the process and the snapshot are loaded, saved and written.
     """
     snap_id = store.resolve(ref)
     wanted = store.load_meta(snap_id).process
@@ -142,28 +148,74 @@ def restore(
             if wanted.pid == pid
             else f"snapshot {snap_id} was taken from PID {wanted.pid}, not from PID {pid}"
         )
-    # Every page is verified before the process is touched.
-    meta, pages = store.load(snap_id)
+    tracker = tracking.tracker if tracking is not None else None
+    # Every page to be written is verified before the process is touched.
+    if tracker is None or tracker.base is None:
+        meta, pages, target = store.load_pages(snap_id)
+        loaded: list[Run] | None = None
+    else:
+        meta, target = store.load_pagemap(snap_id)
+        state = tracker.scan_unfrozen(read_maps(pid))  # most of what will differ
+        loaded = _to_write(target, tracker, state)
+        _, pages, _ = store.load_pages(snap_id, loaded)
+    image = Image(meta, target.runs(), [pages])
     result = RestoreResult(snapshot_id=snap_id, pid=pid)
-    flagged = read_maps_with_flags(pid)  # slow: before the freeze
+    # slow: before the freeze
+    flagged = tracking.maps_with_flags(pid) if tracking is not None else read_maps_with_flags(pid)
     with contextlib.nullcontext() if safety else _restore_lock, frozen(pid) as fz:
-        restore_frozen(fz, meta, pages, result, keeper, snap_id, safety or _safety, flagged)
+        now: PageState | None = None
+        if loaded is not None:
+            assert tracker is not None
+            # what was written between that look and the freeze
+            now = tracker.scan(fz, read_maps(fz.pid), rearm=False)
+            extra = runs.subtract(_to_write(target, tracker, now), loaded)
+            if extra:
+                image.contents.append(store.load_pages(snap_id, extra)[1])
+        restore_frozen(
+            fz, image, result, keeper, snap_id, safety or _safety, flagged, tracker, now=now
+        )
+        if tracker is not None:
+            # our writes count as written: start over from the snapshot's image
+            tracker.scan(fz, read_maps(fz.pid), rearm=True)
+            tracker.set_base(snap_id, target)
+        if tracking is not None:
+            tracking.flagged = None  # the layout is the snapshot's: read it anew next time
         result.pause_s = round(fz.paused_for, 6)
+    result.bytes_loaded = image.nbytes
     return result
+
+
+def _to_write(target: PageMap, tracker: Tracker, state: PageState) -> list[Run]:
+    """Pages of the snapshot that the process may not hold as they are there: those
+    that differ between the base and the snapshot, written since the base, or
+    without data now."""
+    assert tracker.base is not None
+    want = target.runs()
+    return runs.intersect(
+        want,
+        runs.union(
+            target.differing(tracker.base), state.written, runs.subtract(want, state.present)
+        ),
+    )
 
 
 def restore_frozen(
     fz: Frozen,
-    meta: ImageMeta,
-    pages: PageRuns,
+    image: Image,
     result: RestoreResult,
     keeper: FdKeeper | None = None,
     key: str | None = None,
     staging: StagingBuffer = _safety,
     flagged: list[Mapping] | None = None,
+    tracker: Tracker | None = None,
+    *,
+    now: PageState | None = None,
 ) -> None:
+    """Apply `image` to the frozen process, or leave it as it was. Without `now`
+    the image is full (every page's contents); with it, `now` is what the tracker
+    says of the process, and the image holds only the pages that may differ."""
     current = with_flags(read_maps(fz.pid), flagged, fz.pid)
-    _refuse_early(fz, meta, current)
+    ops = _refuse_early(fz, image.meta, current)
 
     # The safety image holds duplicates of every current fd, so that a
     # rollback can put back what the restore closed. Without a keeper of the
@@ -172,19 +224,36 @@ def restore_frozen(
     own_keeper = keeper is None
     keeper = FdKeeper() if keeper is None else keeper
     safety_key = f"safety-{uuid.uuid4().hex}"
+    # Incremental: save only what the restore may change: the pages it writes or
+    # drops, and those of mappings the layout changes.
+    only = None
+    if now is not None:
+        written = runs.union(*(p.runs for p in image.contents))
+        only = runs.union(written, runs.subtract(now.present, image.present), affected(ops))
     try:
-        safety, safety_pages = capture(fz, staging, keeper, safety_key, flagged=current)
-        _apply_or_roll_back(
-            fz, meta, pages, result, keeper, key, safety, safety_pages, safety_key, current
+        safety = capture(
+            fz,
+            staging,
+            keeper,
+            safety_key,
+            flagged=current,
+            only=only,
+            pages=None if now is None else PageState(now.present, now.present),
         )
+        _apply_or_roll_back(fz, image, result, keeper, key, safety, safety_key, current)
+    except RollbackFailed:
+        if tracker is not None:
+            tracker.set_base(None, None)  # nobody knows what memory holds now
+        raise
     finally:
         keeper.release(fz.pid, safety_key)
         if own_keeper:
             keeper.close()
 
 
-def _refuse_early(fz: Frozen, meta: ImageMeta, current: list[Mapping]) -> None:
-    """What would make the restore fail halfway, checked before any change."""
+def _refuse_early(fz: Frozen, meta: ImageMeta, current: list[Mapping]) -> list[Op]:
+    """What would make the restore fail halfway, checked before any change; returns
+    the layout plan."""
     pid = fz.pid
     old = [i.tid for i in match(fz, meta.threads).missing if i.state is None]
     if old:
@@ -194,9 +263,9 @@ def _refuse_early(fz: Frozen, meta: ImageMeta, current: list[Mapping]) -> None:
             "recreating them needs"
         )
     refuse_device_memory(pid, current)
-    registered = uffd_registered(current)
-    if registered:
-        m = registered[0]
+    blocking = blocking_uffd(pid, current)
+    if blocking:
+        m = blocking[0]
         raise UnsupportedState(
             f"PID {pid} has memory registered with a userfaultfd ({m.path or '[anon]'} at "
             f"{m.start:#x}): writing it back would wait for the process's own fault handler, "
@@ -213,23 +282,22 @@ def _refuse_early(fz: Frozen, meta: ImageMeta, current: list[Mapping]) -> None:
             "Nothing was changed; restore a snapshot taken after that memory was sealed",
         )
     _check_files(ops)
+    return ops
 
 
 def _apply_or_roll_back(
     fz: Frozen,
-    meta: ImageMeta,
-    pages: PageRuns,
+    image: Image,
     result: RestoreResult,
     keeper: FdKeeper,
     key: str | None,
-    safety: ImageMeta,
-    safety_pages: PageRuns,
+    safety: Image,
     safety_key: str,
     flagged: list[Mapping],
 ) -> None:
-    """Apply the snapshot; on failure apply the safety image (files held under `safety_key`)."""
+    """Apply the image; on failure apply the safety image (files held under `safety_key`)."""
     try:
-        _apply(fz, meta, pages, result, keeper, key, flagged)
+        _apply(fz, image, result, keeper, key, flagged)
     except Exception as error:
         if result.threads_exited:
             raise RollbackFailed(
@@ -239,7 +307,6 @@ def _apply_or_roll_back(
             _apply(
                 fz,
                 safety,
-                safety_pages,
                 RestoreResult(snapshot_id="safety", pid=fz.pid),
                 keeper,
                 safety_key,
@@ -255,13 +322,13 @@ def _apply_or_roll_back(
 
 def _apply(
     fz: Frozen,
-    meta: ImageMeta,
-    pages: PageRuns,
+    image: Image,
     result: RestoreResult,
     keeper: FdKeeper,
     key: str | None,
     flagged: list[Mapping],
 ) -> None:
+    meta = image.meta
     inj = fz.injector
     scratch = inj.scratch()
 
@@ -291,11 +358,11 @@ def _apply(
 
     # Threads that exited since come back, stopped, holding nothing yet.
     live = dict(threads.kept)
-    for image in threads.missing:
-        live[image.tid] = recreate(fz, image, scratch)
-        result.threads_recreated.append([image.tid, live[image.tid].tid])
-    for image in meta.threads:
-        reconcile_state(fz, image, live[image.tid], scratch, result.notes)
+    for image_thread in threads.missing:
+        live[image_thread.tid] = recreate(fz, image_thread, scratch)
+        result.threads_recreated.append([image_thread.tid, live[image_thread.tid].tid])
+    for t in meta.threads:
+        reconcile_state(fz, t, live[t.tid], scratch, result.notes)
     _task_state(fz, meta, result, keeper, key, scratch, {t: th.tid for t, th in live.items()})
 
     # Point of no return.
@@ -309,20 +376,21 @@ def _apply(
     if left:
         raise EngineError(f"the address space still differs from the snapshot's: {describe(left)}")
 
-    _drop_pages_born_since(fz, meta.mappings, pages)
-    for vaddr, data in pages.iter_runs():
-        fz.mem.write(vaddr, data)
-        result.bytes_written += len(data)
+    _drop_pages_born_since(fz, meta.mappings, image.present)
+    for pages in image.contents:
+        for vaddr, data in pages.iter_runs():
+            fz.mem.write(vaddr, data)
+            result.bytes_written += len(data)
 
-    for image in threads.missing:
-        finish_recreated(fz, image, live[image.tid], result.notes)
+    for t in threads.missing:
+        finish_recreated(fz, t, live[t.tid], result.notes)
     if meta.rlimits is not None:
         result.notes.extend(reconcile_rlimits(fz.pid, meta.rlimits))
-    for image in meta.threads:
-        thread = live[image.tid]
-        thread.set_regs(arch.regs_from_dict(image.regs))
-        thread.set_xstate(image.xstate)
-        thread.set_sigmask(image.sigmask)
+    for t in meta.threads:
+        thread = live[t.tid]
+        thread.set_regs(arch.regs_from_dict(t.regs))
+        thread.set_xstate(t.xstate)
+        thread.set_sigmask(t.sigmask)
     _report(fz, meta, result, live)
 
 
@@ -500,15 +568,15 @@ def _report(fz: Frozen, meta: ImageMeta, result: RestoreResult, live: dict[int, 
     result.notes.extend(changed_mapped_files(meta))
 
 
-def _drop_pages_born_since(fz: Frozen, maps: list[Mapping], pages: PageRuns) -> None:
+def _drop_pages_born_since(fz: Frozen, maps: list[Mapping], keep: list[Run]) -> None:
     """Pages with data now that had none at the snapshot go back to zero
     (anonymous) or to the file's content (private file mappings)."""
-    runs = page_runs(fz.pid, maps)
+    have = present_pages(fz.pid, maps).present
     by_addr = sorted(maps, key=lambda m: m.start)
     starts = [m.start for m in by_addr]
     zeros = bytes(_ZERO_BY_WRITE_PAGES * PAGE_SIZE)
     inj = fz.injector
-    for vaddr, n in subtract_runs(runs, pages.runs):
+    for vaddr, n in runs.subtract(have, keep):
         owner = by_addr[bisect.bisect_right(starts, vaddr) - 1]
         size = n * PAGE_SIZE
         locked = "lo" in owner.flags

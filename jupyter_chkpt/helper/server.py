@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
-from ..engine import checkpoint, restore
+from ..engine import restore
+from ..engine.dump import Taken, provisional, take
 from ..engine.keeper import FdKeeper
+from ..engine.tracking import Tracking
 from ..errors import (
     AmbiguousSnapshot,
     ChkptError,
@@ -60,14 +62,23 @@ class Kernel:
     conn: Connection
     lock: threading.Lock = field(default_factory=threading.Lock)
     live: str | None = None  # the snapshot the process is now derived from
+    last_error: str | None = None  # of storing an automatic snapshot, said in status
     staging: StagingBuffer = field(default_factory=StagingBuffer)
     safety: StagingBuffer = field(default_factory=StagingBuffer)
+    tracking: Tracking = field(default_factory=Tracking)
     # snapshot id -> id of the checkpoint request during which it was taken: the
     # restored process wakes up waiting for the reply to exactly that request
     request_ids: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        return {"pid": self.pid, "kernel_id": self.kernel_id, "live": self.live}
+        return {
+            "pid": self.pid,
+            "kernel_id": self.kernel_id,
+            "live": self.live,
+            "dirty_tracking": self.tracking.tracker is not None
+            or (self.tracking.unavailable or "not started yet"),
+            "last_error": self.last_error,
+        }
 
 
 class Connection:
@@ -139,6 +150,8 @@ class HelperServer:
         self.store = store or Store()
         self.keeper = FdKeeper()
         self.kernels: dict[int, Kernel] = {}
+        # pid -> (start time, its dirty-page tracking), until the process exits
+        self.trackings: dict[int, tuple[int, Tracking]] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.started = time.time()
@@ -148,14 +161,20 @@ class HelperServer:
 
     @contextlib.contextmanager
     def in_flight(self) -> Iterator[None]:
-        with self._idle:
-            self._active += 1
+        self._begin()
         try:
             yield
         finally:
-            with self._idle:
-                self._active -= 1
-                self._idle.notify_all()
+            self._end()
+
+    def _begin(self) -> None:
+        with self._idle:
+            self._active += 1
+
+    def _end(self) -> None:
+        with self._idle:
+            self._active -= 1
+            self._idle.notify_all()
 
     # --- life cycle ----------------------------------------------------------------
 
@@ -216,6 +235,8 @@ class HelperServer:
         with self._idle:
             self._idle.wait_for(lambda: self._active == 0, timeout=SHUTDOWN_WAIT_S)
         self.keeper.close()
+        for _, tracking in self.trackings.values():
+            tracking.close()
         log.info("helper %d stopped", os.getpid())
 
     def _prune_loop(self) -> None:
@@ -223,6 +244,13 @@ class HelperServer:
             try:
                 for pid in self.keeper.prune():
                     log.info("released the files held for exited PID %d", pid)
+                with self.lock:
+                    gone = [
+                        pid for pid, (start, _) in self.trackings.items() if not _alive(pid, start)
+                    ]
+                    closing = [self.trackings.pop(pid)[1] for pid in gone]
+                for tracking in closing:
+                    tracking.close()
             except Exception:
                 log.exception("pruning held files failed; will try again")
 
@@ -245,6 +273,13 @@ class HelperServer:
             old = self.kernels.get(pid)
             if old is not None and old.conn is not conn and old.start_time == k.start_time:
                 k.live = old.live
+            # tracking outlives connections: a reconnecting kernel keeps its tracker
+            start, tracking = self.trackings.get(pid, (k.start_time, k.tracking))
+            if start != k.start_time:
+                tracking.close()
+                tracking = k.tracking
+            self.trackings[pid] = (k.start_time, tracking)
+            k.tracking = tracking
             self.kernels[pid] = k
             conn.kernel = k
         log.info("kernel %s registered (PID %d)", k.kernel_id, pid)
@@ -262,22 +297,73 @@ class HelperServer:
         k = self._self(conn, "checkpoint")
         tags = dict(req.get("tags") or {})
         tags.setdefault("kernel_id", k.kernel_id)
-        with k.lock:
-            info = checkpoint(
-                k.pid,
+        snap_id = req.get("snap_id")
+        k.lock.acquire()  # released once the snapshot is stored (maybe by another thread)
+        try:
+            taken = take(k.pid, self.keeper, staging=k.staging, tracking=k.tracking)
+        except BaseException:
+            k.lock.release()
+            raise
+        parent, k.live = k.live, snap_id or k.live
+        if tags.get("auto") and snap_id:
+            # An automatic snapshot: the kernel needs nothing but its id, so it runs on
+            # while the snapshot is hashed and stored; the kernel's next request waits.
+            k.request_ids[snap_id] = req.get("id")
+            self._begin()  # shutdown waits for it too
+            threading.Thread(
+                target=self._commit_later, args=(k, taken, req, tags, parent), daemon=True
+            ).start()
+            info = provisional(taken, snap_id, parent, tags)
+            return {"snapshot": info.to_json(), "removed": [], "stored": False}
+        try:
+            info, removed = self._commit(k, taken, req, tags, parent)
+        finally:
+            k.lock.release()
+        return {"snapshot": info.to_json(), "removed": removed, "stored": True}
+
+    def _commit(
+        self, k: Kernel, taken: Taken, req: dict[str, Any], tags: dict[str, Any], parent: str | None
+    ) -> tuple[SnapshotInfo, list[str]]:
+        """With k.lock held."""
+        try:
+            info = taken.commit(
                 self.store,
                 label=str(req.get("label", "")),
-                parent=k.live,
-                keeper=self.keeper,
+                parent=parent,
                 snap_id=req.get("snap_id"),
                 tags=tags,
-                staging=k.staging,
             )
-            k.live = info.id
-            k.request_ids[info.id] = req.get("id")
-            removed = self._retain(k, req.get("keep"))
+        except BaseException:
+            k.live = parent
+            raise
+        finally:
+            self._release_buffers(k)
+        k.live = info.id
+        k.request_ids[info.id] = req.get("id")
+        removed = self._retain(k, req.get("keep"))
         log.info("PID %d: snapshot %s (%.3f s frozen)", k.pid, info.id, info.stats["pause_s"])
-        return {"snapshot": info.to_json(), "removed": removed}
+        return info, removed
+
+    def _commit_later(
+        self, k: Kernel, taken: Taken, req: dict[str, Any], tags: dict[str, Any], parent: str | None
+    ) -> None:
+        try:
+            self._commit(k, taken, req, tags, parent)
+        except Exception as e:
+            k.request_ids.pop(str(req.get("snap_id")), None)
+            log.exception("PID %d: the automatic snapshot could not be stored", k.pid)
+            k.last_error = f"the automatic snapshot {req.get('snap_id')} could not be stored: {e}"
+        finally:
+            k.lock.release()
+            self._end()
+
+    @staticmethod
+    def _release_buffers(k: Kernel) -> None:
+        """With dirty tracking an operation moves what changed, not the whole image:
+        buffers sized for the first, full snapshot need not stay."""
+        if k.tracking.tracker is not None:
+            k.staging.release()
+            k.safety.release()
 
     def _retain(self, k: Kernel, keep: Any) -> list[str]:
         """Automatic snapshots beyond the newest `keep` go (never the live one, never labelled)."""
@@ -303,7 +389,17 @@ class HelperServer:
                     "kernel's connection and files as they were",
                     "Snapshots can be restored while the helper that took them runs; take a new one",
                 )
-            result = restore(k.pid, self.store, snap.id, keeper=self.keeper, safety=k.safety)
+            try:
+                result = restore(
+                    k.pid,
+                    self.store,
+                    snap.id,
+                    keeper=self.keeper,
+                    safety=k.safety,
+                    tracking=k.tracking,
+                )
+            finally:
+                self._release_buffers(k)
             k.live = snap.id
             log.info("PID %d: restored %s (%.3f s frozen)", k.pid, snap.id, result.pause_s)
             # The process now waits for the reply to the checkpoint request during
@@ -374,6 +470,8 @@ class HelperServer:
         k = conn.kernel if not (req.get("pid") or req.get("kernel_id")) else self._target(req)
         if k is None:
             raise NotRegistered("list needs a kernel: give pid or kernel_id")
+        with k.lock:  # a snapshot being stored is listed once it is
+            pass
         return {
             "kernel": k.describe(),
             "snapshots": [i.to_json() for i in self._snapshots_of(k.pid, k.start_time)],
@@ -421,6 +519,13 @@ class HelperServer:
         if self.listener is not None:
             with contextlib.suppress(OSError):
                 self.listener.shutdown(socket.SHUT_RDWR)
+
+
+def _alive(pid: int, start_time: int) -> bool:
+    try:
+        return procfs.identity(pid).start_time == start_time
+    except ChkptError:
+        return False
 
 
 def run(foreground: bool, store_root: str | None = None) -> int:

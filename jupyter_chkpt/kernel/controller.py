@@ -43,7 +43,7 @@ log = logging.getLogger("jupyter_chkpt.kernel")
 
 PR_SET_PTRACER = 0x59616D61
 HANDLED_MEMORY = 10_000  # ids of handled shell messages remembered (stale-request filter)
-IOPUB_DRAIN_S = 0.05  # after the IOPub thread sent everything, for zmq's IO thread
+IOPUB_DRAIN_S = 0.05  # at most, for zmq's IO threads to send what the IOPub thread sent
 RECONNECT_WAIT_S = 5.0  # at most, for frontends whose connections the restore reset
 POOL_REFILL_S = 5.0  # at most, for a multiprocessing Pool to replace workers gone since
 
@@ -361,7 +361,7 @@ class Checkpointer:
         done = threading.Event()
         self.kernel.iopub_thread.schedule(done.set)
         done.wait(2.0)
-        time.sleep(IOPUB_DRAIN_S)
+        _wait_for_zmq_io(IOPUB_DRAIN_S)
 
     # --- after a restore -------------------------------------------------------------
 
@@ -652,6 +652,37 @@ def _children_gone(children: list[dict[str, Any]]) -> None:
         ):
             break
         time.sleep(0.01)
+
+
+def _wait_for_zmq_io(timeout: float) -> None:
+    """Until zmq's IO threads have taken what was handed to them: each back in
+    epoll_wait at two looks a millisecond apart (a message still in a zmq pipe at
+    the snapshot would be sent again after a restore to it). Usually 1-2 ms."""
+    deadline = time.monotonic() + timeout
+    idle_before = False
+    while time.monotonic() < deadline:
+        idle = _zmq_io_idle()
+        if idle and idle_before:
+            return
+        idle_before = idle
+        time.sleep(0.001)
+
+
+def _zmq_io_idle() -> bool:
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):
+            base = f"/proc/self/task/{tid}"
+            with open(f"{base}/comm") as f:
+                if not f.read().startswith("ZMQbg/IO"):
+                    continue
+            with open(f"{base}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            with open(f"{base}/wchan") as f:
+                where = f.read()
+            # asleep in epoll_wait (wchan reads "0" where the kernel hides it)
+            if state != "S" or (where not in ("0", "") and "epoll" not in where):
+                return False
+    return True
 
 
 def _allow_ptrace_by(pid: int) -> None:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from ..errors import SyscallInjectionFailed
 from .arch import current as arch
-from .maps import read_maps
+from .maps import find_mapping
 from .memory import ProcessMemory
 from .ptrace import Thread
 
@@ -23,12 +23,11 @@ SCRATCH_SIZE = 4096
 
 
 def find_syscall_gadget(pid: int, mem: ProcessMemory) -> int:
-    for mapping in read_maps(pid):
-        if mapping.path == "[vdso]":
-            code = mem.read(mapping.start, mapping.size)
-            at = code.find(arch.SYSCALL_INSN)
-            if at >= 0:
-                return mapping.start + at
+    vdso = find_mapping(pid, path="[vdso]")
+    if vdso is not None:
+        at = mem.read(vdso.start, vdso.size).find(arch.SYSCALL_INSN)
+        if at >= 0:
+            return vdso.start + at
     raise SyscallInjectionFailed(f"PID {pid} has no syscall instruction in its [vdso]")
 
 
@@ -77,9 +76,9 @@ class Injector:
         """
         sp = arch.stack_pointer(self.thread.get_regs())
         addr = (sp - 8192) & ~0xFFF
-        for m in read_maps(self.thread.pid):
-            if m.start <= addr and addr + SCRATCH_SIZE <= m.end and "w" in m.perms:
-                return addr
+        m = find_mapping(self.thread.pid, addr=addr)
+        if m is not None and addr + SCRATCH_SIZE <= m.end and "w" in m.perms:
+            return addr
         raise SyscallInjectionFailed(
             f"no scratch memory below the stack pointer {sp:#x} of PID {self.thread.pid}"
         )

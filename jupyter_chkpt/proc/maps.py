@@ -41,6 +41,26 @@ def read_maps(pid: int) -> list[Mapping]:
         raise ProcessNotFound(f"no process with PID {pid}") from None
 
 
+def find_mapping(pid: int, *, addr: int | None = None, path: str | None = None) -> Mapping | None:
+    """The first mapping holding `addr`, or named `path`, parsing no more lines
+    than it must (a process with numpy maps hundreds of files)."""
+    try:
+        with open(proc_path(pid, "maps")) as f:
+            for line in f:
+                if path is not None and not line.rstrip("\n").endswith(path):
+                    continue
+                if addr is not None:
+                    start, _, rest = line.partition("-")
+                    if not int(start, 16) <= addr < int(rest.split(" ", 1)[0], 16):
+                        continue
+                m = parse_maps_line(line)
+                if path is None or m.path == path:
+                    return m
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcessNotFound(f"no process with PID {pid}") from None
+    return None
+
+
 def read_maps_with_flags(pid: int) -> list[Mapping]:
     """read_maps() plus each mapping's VmFlags (locked, DONTFORK, userfaultfd, ...).
 
@@ -63,9 +83,18 @@ def read_maps_with_flags(pid: int) -> list[Mapping]:
 def with_flags(maps: list[Mapping], flagged: list[Mapping] | None, pid: int) -> list[Mapping]:
     """`maps` with VmFlags, taken from `flagged` (read earlier) if it describes exactly
     the same mappings; otherwise read again now."""
-    if flagged is not None and [dataclasses.replace(m, vmflags=None) for m in flagged] == maps:
+    if flagged is not None and same_layout(flagged, maps):
         return flagged
     return read_maps_with_flags(pid)
+
+
+def same_layout(a: list[Mapping], b: list[Mapping]) -> bool:
+    """The same mappings, VmFlags aside."""
+    return len(a) == len(b) and all(
+        (x.start, x.end, x.perms, x.offset, x.inode, x.dev, x.path)
+        == (y.start, y.end, y.perms, y.offset, y.inode, y.dev, y.path)
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 class Pagemap:

@@ -19,7 +19,7 @@ from typing import Any, cast
 import xxhash
 
 from ..errors import AmbiguousSnapshot, CorruptSnapshot, StoreError, UnknownSnapshot
-from ..image import PAGE_SIZE, ImageMeta, PageRuns
+from ..image import PAGE_SIZE, ImageMeta, PageMap, PageRuns
 from . import layout, manifest, packs, pagemap
 from .manifest import SnapshotInfo
 from .packs import SLOT_BITS, Frame, PackDamaged, PackFrame
@@ -74,6 +74,31 @@ class Store:
         tags: dict[str, Any] | None = None,
     ) -> SnapshotInfo:
         """Store a snapshot; `snap_id` asks for that id (8 hex digits, not yet used)."""
+        info, _ = self.commit_image(
+            meta, pages, label=label, parent=parent, snap_id=snap_id, tags=tags
+        )
+        return info
+
+    def commit_image(
+        self,
+        meta: ImageMeta,
+        pages: PageRuns,
+        *,
+        present: builtins.list[tuple[int, int]] | None = None,
+        base: PageMap | None = None,
+        label: str = "",
+        parent: str | None = None,
+        snap_id: str | None = None,
+        tags: dict[str, Any] | None = None,
+    ) -> tuple[SnapshotInfo, PageMap]:
+        """Store a snapshot and return its page map too.
+
+        Incremental: `pages` holds only the pages read anew; the image holds the
+        pages of `present`, and those not read have the content `base` records
+        (the page map of the snapshot the process's memory was known to equal
+        but for the pages read). The stored snapshot is complete all the same
+        (FORMAT.md §13).
+        """
         if parent is not None and not layout.ID_RE.fullmatch(parent):
             raise ValueError(f"parent {parent!r} is not a snapshot id")
         if snap_id is not None and not layout.ID_RE.fullmatch(snap_id):
@@ -81,7 +106,9 @@ class Store:
         buf, npages = _page_buffer(pages)
         # hashing and the pagemap need no lock: keep other processes' wait short
         hashes = packs.hash_pages(buf, npages)
-        pagemap_data = pagemap.encode(pages, hashes, self.level)
+        read = pagemap.of_pages(pages, hashes)
+        pm = read if present is None else pagemap.merged(present, read, base or PageMap.empty())
+        pagemap_data = pagemap.encode(pm)
         with layout.locked(self.root, exclusive=True):
             self._index.refresh(self._packs)
             known = self._index.pages
@@ -105,7 +132,7 @@ class Store:
                     parent=parent,
                     tags=tags or {},
                     meta=meta,
-                    npages=npages,
+                    npages=len(pm),
                     new_pages=len(new),
                     stored_bytes=stored_bytes,
                     pagemap_data=pagemap_data,
@@ -118,7 +145,7 @@ class Store:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             layout.fsync_dir(self._snaps)
-        return SnapshotInfo.from_manifest(m)
+        return SnapshotInfo.from_manifest(m), pm
 
     def _new_frames(
         self, buf: memoryview, new: dict[bytes, int]
@@ -204,18 +231,34 @@ class Store:
 
         Runs come back maximal within each mapping (see pagemap.runs_from_vaddrs).
         """
+        meta, pages, _ = self.load_pages(snap_id)
+        return meta, pages
+
+    def load_pagemap(self, snap_id: str) -> tuple[ImageMeta, PageMap]:
+        """The image's meta and page map, checked; no page contents."""
+        with layout.locked(self.root, exclusive=False):
+            sid = self._resolve(snap_id)
+            m = self._manifest(sid)
+            return ImageMeta.from_json(m["meta"]), self._pagemap(sid, m)
+
+    def load_pages(
+        self, snap_id: str, runs: builtins.list[tuple[int, int]] | None = None
+    ) -> tuple[ImageMeta, PageRuns, PageMap]:
+        """The image's meta, the contents of its pages in `runs` (all by default),
+        each checked against its hash, and its whole page map."""
         with layout.locked(self.root, exclusive=False):
             sid = self._resolve(snap_id)
             m = self._manifest(sid)
             meta = ImageMeta.from_json(m["meta"])
-            vaddrs, hashes = self._pagemap(sid, m)
+            pm = self._pagemap(sid, m)
+            part = pm if runs is None else pm.select(runs)
             self._index.refresh(self._packs)
-            out = _page_memory(len(hashes) * PAGE_SIZE)
+            out = _page_memory(len(part) * PAGE_SIZE)
             try:
-                self._fill(out, vaddrs, hashes)
+                self._fill(out, part.vaddrs.tolist(), pagemap.hash_list(part))
             except PackDamaged as e:
                 raise CorruptSnapshot(f"snapshot {sid}: {e}") from None
-        return meta, PageRuns(out, pagemap.runs_from_vaddrs(vaddrs, meta.mappings))
+        return meta, PageRuns(out, pagemap.runs_from_vaddrs(part.vaddrs, meta.mappings)), pm
 
     def _fill(
         self, out: memoryview, vaddrs: builtins.list[int], hashes: builtins.list[bytes]
@@ -365,7 +408,7 @@ class Store:
         live: dict[bytes, str] = {}
         for sid in self._ids():
             try:
-                _, hashes = self._pagemap(sid, self._manifest(sid))
+                hashes = pagemap.hash_list(self._pagemap(sid, self._manifest(sid)))
             except StoreError as e:
                 # guessing what an unreadable snapshot uses could destroy pages it needs
                 raise type(e)(
@@ -444,9 +487,7 @@ class Store:
             raise CorruptSnapshot(f"snapshot {sid}: {manifest.MANIFEST} is missing") from None
         return manifest.parse(sid, data)
 
-    def _pagemap(
-        self, sid: str, m: dict[str, Any]
-    ) -> tuple[builtins.list[int], builtins.list[bytes]]:
+    def _pagemap(self, sid: str, m: dict[str, Any]) -> PageMap:
         pm = m["pagemap"]
         where = f"snapshot {sid}: {pm['file']}"
         try:
