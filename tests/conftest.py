@@ -81,6 +81,20 @@ def keeper() -> Iterator[Any]:
         yield k
 
 
+@pytest.fixture(params=["full", "tracked"])
+def tracked(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Each scenario twice: every page read and written, and with dirty-page tracking
+    (a Tracking, as the helper keeps per process: only what changed moves)."""
+    if request.param == "full":
+        yield None
+        return
+    from jupyter_chkpt.engine.tracking import Tracking
+
+    t = Tracking()
+    yield t
+    t.close()
+
+
 @pytest.fixture
 def store_dir(tmp_path: Path) -> Path:
     return tmp_path / "store"

@@ -15,11 +15,11 @@ import zdtm
 from jupyter_chkpt.engine import checkpoint, restore
 
 
-def _roundtrip(spawn, store, keeper, *args: str, **kw):
+def _roundtrip(spawn, store, keeper, *args: str, tracking=None, **kw):
     target = spawn("py_files.py", *args, **kw)
-    snap = checkpoint(target.pid, store, keeper=keeper)
+    snap = checkpoint(target.pid, store, keeper=keeper, tracking=tracking)
     target.ok("mutate")
-    result = restore(target.pid, store, snap.id, keeper=keeper)
+    result = restore(target.pid, store, snap.id, keeper=keeper, tracking=tracking)
     zdtm.assert_released(target.pid)
     target.ok("verify")
     target.ok("work")
@@ -27,17 +27,17 @@ def _roundtrip(spawn, store, keeper, *args: str, **kw):
 
 
 @pytest.mark.timeout(60)
-def test_files_opened_after_the_snapshot_are_closed(spawn, store, keeper) -> None:
-    target, result = _roundtrip(spawn, store, keeper, "opened")
+def test_files_opened_after_the_snapshot_are_closed(spawn, store, keeper, tracked) -> None:
+    target, result = _roundtrip(spawn, store, keeper, "opened", tracking=tracked)
     assert len(result.files.closed) >= 7, result.files
     assert not result.notes, result.notes
     target.quit()
 
 
 @pytest.mark.timeout(60)
-def test_files_closed_after_the_snapshot_come_back(spawn, store, keeper) -> None:
+def test_files_closed_after_the_snapshot_come_back(spawn, store, keeper, tracked) -> None:
     """A socket pair and a pipe with bytes waiting, an eventfd, an epoll, a listener."""
-    target, result = _roundtrip(spawn, store, keeper, "closed")
+    target, result = _roundtrip(spawn, store, keeper, "closed", tracking=tracked)
     assert len(result.files.put_back) == 7, (
         result.files
     )  # 2 sockets, 2 pipe ends, eventfd, epoll, listener
@@ -46,22 +46,22 @@ def test_files_closed_after_the_snapshot_come_back(spawn, store, keeper) -> None
 
 
 @pytest.mark.timeout(60)
-def test_fd_number_reused_by_another_file(spawn, store, keeper) -> None:
-    target, result = _roundtrip(spawn, store, keeper, "reused")
+def test_fd_number_reused_by_another_file(spawn, store, keeper, tracked) -> None:
+    target, result = _roundtrip(spawn, store, keeper, "reused", tracking=tracked)
     assert result.files.closed == result.files.put_back != [], result.files
     target.quit()
 
 
 @pytest.mark.timeout(60)
-def test_epoll_registrations_added_removed_modified(spawn, store, keeper) -> None:
-    target, result = _roundtrip(spawn, store, keeper, "epoll")
+def test_epoll_registrations_added_removed_modified(spawn, store, keeper, tracked) -> None:
+    target, result = _roundtrip(spawn, store, keeper, "epoll", tracking=tracked)
     assert result.files.epoll_changed or result.files.epoll_replaced, result.files
     target.quit()
 
 
 @pytest.mark.timeout(60)
-def test_pipe_contents_come_back_socket_bytes_are_reported(spawn, store, keeper) -> None:
-    target, result = _roundtrip(spawn, store, keeper, "consumed")
+def test_pipe_contents_come_back_socket_bytes_are_reported(spawn, store, keeper, tracked) -> None:
+    target, result = _roundtrip(spawn, store, keeper, "consumed", tracking=tracked)
     assert len(result.files.pipes) == 2, result.files  # bytes read since, bytes written since
     (note,) = [n for n in result.notes if "bytes waiting" in n]
     assert "socket:" in note and "5 of the 5 bytes waiting" in note, result.notes
@@ -69,15 +69,15 @@ def test_pipe_contents_come_back_socket_bytes_are_reported(spawn, store, keeper)
 
 
 @pytest.mark.timeout(60)
-def test_eventfd_counters(spawn, store, keeper) -> None:
-    target, result = _roundtrip(spawn, store, keeper, "counters")
+def test_eventfd_counters(spawn, store, keeper, tracked) -> None:
+    target, result = _roundtrip(spawn, store, keeper, "counters", tracking=tracked)
     assert len(result.files.eventfds) == 3, result.files
     target.quit()
 
 
 @pytest.mark.timeout(60)
-def test_regular_file_offset(spawn, store, keeper) -> None:
-    target, result = _roundtrip(spawn, store, keeper, "offset")
+def test_regular_file_offset(spawn, store, keeper, tracked) -> None:
+    target, result = _roundtrip(spawn, store, keeper, "offset", tracking=tracked)
     assert result.files.offsets, result.files
     target.quit()
 
@@ -105,7 +105,7 @@ def test_offset_without_keeper_reopens_closed_files(spawn, store) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_shared_stdout_is_not_rewound(spawn, store, keeper, tmp_path: Path) -> None:
+def test_shared_stdout_is_not_rewound(spawn, store, keeper, tracked, tmp_path: Path) -> None:
     """The target's stderr is the parent's own log, open in the parent too: the
     shared offset is never moved, so the parent's lines stay intact."""
     log = tmp_path / "shared.log"
@@ -130,16 +130,16 @@ def test_shared_stdout_is_not_rewound(spawn, store, keeper, tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(60)
-def test_signal_dispositions(spawn, store, keeper) -> None:
-    target, result = _roundtrip(spawn, store, keeper, "signals")
+def test_signal_dispositions(spawn, store, keeper, tracked) -> None:
+    target, result = _roundtrip(spawn, store, keeper, "signals", tracking=tracked)
     assert set(result.signals_changed) >= {1, 10, 12}, result.signals_changed  # HUP, USR1, USR2
     target.quit()
 
 
 @pytest.mark.timeout(60)
-def test_cwd_and_umask(spawn, store, keeper, tmp_path: Path) -> None:
+def test_cwd_and_umask(spawn, store, keeper, tracked, tmp_path: Path) -> None:
     other = tmp_path / "elsewhere"
     other.mkdir()
-    target, result = _roundtrip(spawn, store, keeper, "cwd", str(other))
+    target, result = _roundtrip(spawn, store, keeper, "cwd", str(other), tracking=tracked)
     assert result.umask_changed
     target.quit()

@@ -18,20 +18,20 @@ from jupyter_chkpt.proc.arch import current as arch
 pytestmark = pytest.mark.timeout(120)
 
 
-def roundtrip(target, store) -> object:
-    info = checkpoint(target.pid, store)
+def roundtrip(target, store, tracking=None) -> object:
+    info = checkpoint(target.pid, store, tracking=tracking)
     target.ok("mutate")
-    result = restore(target.pid, store, info.id)
+    result = restore(target.pid, store, info.id, tracking=tracking)
     zdtm.assert_released(target.pid)
     target.ok("verify")
     return result
 
 
-def test_timers(spawn, store) -> None:
+def test_timers(spawn, store, tracked) -> None:
     """A POSIX timer deleted since comes back under its id, armed; one created since
     goes; an interval timer armed since (SIGALRM: would end the process) is disarmed."""
     target = spawn("py_process.py", "timers")
-    result = roundtrip(target, store)
+    result = roundtrip(target, store, tracked)
     assert "itimer real" in result.timers_changed, result.timers_changed
     assert any("recreated" in c for c in result.timers_changed), result.timers_changed
     time.sleep(2.5)  # past the moment the interval timer armed since would have fired
@@ -40,19 +40,19 @@ def test_timers(spawn, store) -> None:
     target.quit()
 
 
-def test_queued_signals(spawn, store) -> None:
+def test_queued_signals(spawn, store, tracked) -> None:
     """Signals queued at the snapshot and taken since are queued again; one that
     arrived since stays queued, and the result says so."""
     target = spawn("py_process.py", "signals")
-    result = roundtrip(target, store)
+    result = roundtrip(target, store, tracked)
     assert any("SIGUSR2 arrived since the snapshot" in n for n in result.notes), result.notes
     target.ok("work")
     target.quit()
 
 
-def test_personality(spawn, store) -> None:
+def test_personality(spawn, store, tracked) -> None:
     target = spawn("py_process.py", "personality")
-    roundtrip(target, store)
+    roundtrip(target, store, tracked)
     target.quit()
 
 

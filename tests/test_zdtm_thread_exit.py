@@ -34,13 +34,15 @@ def _recreated(result: Any) -> list[list[int]]:
 
 
 @pytest.mark.parametrize(("name", "args", "n"), SCENARIOS, ids=IDS)
-def test_exited_threads_come_back(spawn, store, name: str, args: list[str], n: int) -> None:
+def test_exited_threads_come_back(
+    spawn, store, tracked, name: str, args: list[str], n: int
+) -> None:
     target = spawn(name, *args)
-    info = checkpoint(target.pid, store)
+    info = checkpoint(target.pid, store, tracking=tracked)
     for cycle in range(3):  # each time from the restored state
         target.ok("mutate")
         assert zdtm.tasks(target.pid) == [target.pid]
-        result = restore(target.pid, store, info.id)
+        result = restore(target.pid, store, info.id, tracking=tracked)
         zdtm.assert_released(target.pid)
         recreated = _recreated(result)
         assert len(recreated) == n, recreated

@@ -15,11 +15,11 @@ def finish(target: zdtm.Target) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_threads_spawned_after_snapshot(spawn, store) -> None:
+def test_threads_spawned_after_snapshot(spawn, store, tracked) -> None:
     """Six threads (one busy) started after the snapshot must be gone after restore."""
     target = spawn("py_threads.py", "late")
     before = zdtm.tasks(target.pid)
-    zdtm.snapshot_mutate_restore(target, store)
+    zdtm.snapshot_mutate_restore(target, store, tracked)
     assert zdtm.tasks(target.pid) == before
     finish(target)
 
@@ -30,13 +30,15 @@ def test_threads_spawned_after_snapshot(spawn, store) -> None:
     [("py_threads.py", ["blocked"], zdtm.PY_BLOCKED), ("threads", [], zdtm.C_BLOCKED)],
     ids=["python", "c"],
 )
-def test_threads_blocked_at_snapshot(spawn, store, name: str, args: list[str], where) -> None:
+def test_threads_blocked_at_snapshot(
+    spawn, store, tracked, name: str, args: list[str], where
+) -> None:
     """Python: read, futex (Event, Lock), clock_nanosleep, poll, epoll_wait.
     C: read, futex, nanosleep, poll with and without timeout, epoll_wait, and one
     thread spinning in user code. All resume correctly and block again where they were."""
     target = spawn(name, *args)
     tids = zdtm.blocked_tids(target, where)
     zdtm.wait_blocked(target.pid, tids)
-    zdtm.snapshot_mutate_restore(target, store)
+    zdtm.snapshot_mutate_restore(target, store, tracked)
     zdtm.wait_blocked(target.pid, tids)  # restarted, not spinning on EINTR
     finish(target)

@@ -324,23 +324,27 @@ def vm_kib(pid: int | str, field: str) -> int:
 # --- the standard scenario ---------------------------------------------------------
 
 
-def snapshot_mutate_restore(target: Target, store: Any) -> None:
-    """checkpoint -> mutate -> restore -> verify."""
+def snapshot_mutate_restore(target: Target, store: Any, tracking: Any = None) -> None:
+    """checkpoint -> mutate -> restore -> verify (with `tracking`: incrementally)."""
     from jupyter_chkpt.engine import checkpoint, restore  # here: keeps this module engine-free
 
-    info = checkpoint(target.pid, store)
+    info = checkpoint(target.pid, store, tracking=tracking)
     assert info.pid == target.pid
     assert_released(target.pid)
     target.ok("mutate")
-    result = restore(target.pid, store, info.id)
+    result = restore(target.pid, store, info.id, tracking=tracking)
+    if tracking is not None:
+        assert tracking.tracker is not None, tracking.unavailable
+        assert tracking.tracker.base_id == info.id
+        assert result.bytes_loaded < info.mem_bytes, "the restore was not incremental"
     assert result.snapshot_id == info.id
     assert_released(target.pid)
     target.ok("verify")
 
 
-def roundtrip(target: Target, store: Any, *, works: int = 3) -> None:
+def roundtrip(target: Target, store: Any, tracking: Any = None, *, works: int = 3) -> None:
     """checkpoint -> mutate -> restore -> verify -> work x N -> quit."""
-    snapshot_mutate_restore(target, store)
+    snapshot_mutate_restore(target, store, tracking)
     for _ in range(works):
         target.ok("work")
     target.quit()
