@@ -70,8 +70,12 @@ class Result:
 class Kernel:
     """A running snapshots kernel and a blocking client on it."""
 
-    def __init__(self, env: dict[str, str], kernel_name: str = KERNEL) -> None:
+    def __init__(
+        self, env: dict[str, str], kernel_name: str = KERNEL, connection_file: str = ""
+    ) -> None:
         self.km = KernelManager(kernel_name=kernel_name)
+        if connection_file:  # some tools parse the kernel id out of "kernel-<id>.json"
+            self.km.connection_file = connection_file
         self.km.start_kernel(env=env)
         self.kc = self.km.client()
         self.kc.start_channels()

@@ -47,6 +47,8 @@ CASES: dict[str, tuple[str, list[str], str | None]] = {
     "zmq": ("py_zmq.py", [], "non-socket"),
     "process-personality": ("py_process.py", ["personality"], "personality 0x"),
     "process-signals": ("py_process.py", ["signals"], "pending are"),
+    # no verify of its own: test_zdtm_dirty.py compares whole images
+    "dirty": ("py_dirty.py", [], None),
 }
 
 NOT_TARGETS = {"_proto.py", "ptrace_holder.py", "probe.c", "proto.h"}
