@@ -237,9 +237,10 @@ def main() -> int:
     except ImportError:
         have_kishu = False
     results: dict[str, dict[str, Run]] = {}
+    print("Automatic snapshot after every cell (same workloads, same run)", flush=True)
     for name in args.workloads.split(","):
         w = WORKLOADS[name]
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
             base = Path(tmp)
             (base / "rt").mkdir(mode=0o700)
             env = kernels.kernel_env(base / "rt", base / "store")
@@ -251,8 +252,8 @@ def main() -> int:
             runs["dill"] = run_dill(env, w, base / "dill")
             results[name] = runs
             stop_helper()
-    report(results, have_kishu)
-    with tempfile.TemporaryDirectory() as tmp:
+        report({name: runs}, have_kishu)  # as each finishes: a long run may be cut short
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         base = Path(tmp)
         (base / "rt").mkdir(mode=0o700)
         env = kernels.kernel_env(base / "rt", base / "store")
@@ -279,7 +280,6 @@ def stop_helper() -> None:
 
 def report(results: dict[str, dict[str, Run]], have_kishu: bool) -> None:
     mean = statistics.mean
-    print("Automatic snapshot after every cell (same workloads, same run, 2 vCPUs)")
     if not have_kishu:
         print("  (Kishu not measured: pip install kishu==0.3.4)")
     for name, runs in results.items():
