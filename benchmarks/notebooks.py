@@ -57,7 +57,7 @@ WORKLOADS: dict[str, dict[str, object]] = {
             "df = df.merge(g.rename('ym').reset_index(), on='k')",
             "df['z'] = df.y - df.ym",
         ],
-        "check": "'s' in df.columns and 'ym' not in df.columns and 'g' in globals()",
+        "check": "'s' in df.columns and 'ym' not in df.columns and 'g' not in globals()",
     },
     "tiny": {
         "about": "30 tiny cells beside a 100k-entry dict",
@@ -67,7 +67,7 @@ WORKLOADS: dict[str, dict[str, object]] = {
     },
     "percent": {
         "about": "6 cells each changing 1% of a 1 GiB array",
-        "setup": ["import numpy as np; a = np.zeros(2**27); step = 0"],
+        "setup": ["import numpy as np; a = np.ones(2**27); step = 0"],
         "cells": ["a[step * 2**20 : step * 2**20 + 2**27 // 100] += 1; step += 1"] * 6,
         "check": "step == 3",
     },

@@ -151,6 +151,18 @@ class Taken:
     key: str  # under which the keeper holds its files until the commit
     tracker: Tracker | None
     base: PageMap | None  # what an incremental image is relative to
+    prepared: tuple[list[bytes], PageMap] | None = None
+
+    def prepare(self, store: Store, snap_id: str) -> PageMap:
+        """Hash the pages read and work out the whole page map; the tracker's base
+        becomes it at once, so the next snapshot can be taken before this one is
+        stored (if storing fails, the caller must drop the base)."""
+        pages = self.image.contents[0]
+        present = self.image.present if self.base is not None else None
+        self.prepared = store.page_map(pages, present=present, base=self.base)
+        if self.tracker is not None:
+            self.tracker.set_base(snap_id, self.prepared[1])
+        return self.prepared[1]
 
     def commit(
         self,
@@ -170,6 +182,7 @@ class Taken:
                 self.image.contents[0],
                 present=self.image.present if self.base is not None else None,
                 base=self.base,
+                prepared=self.prepared,
                 label=label,
                 parent=parent,
                 snap_id=snap_id,
@@ -178,7 +191,7 @@ class Taken:
         except BaseException:
             self.discard()
             raise
-        if self.tracker is not None:
+        if self.tracker is not None and self.prepared is None:
             self.tracker.set_base(info.id, pm)
         if self.keeper is not None:
             self.keeper.rename(self.pid, self.key, info.id)

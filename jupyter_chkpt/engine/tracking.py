@@ -216,6 +216,11 @@ class Tracking:
                 self.unavailable = str(e)
         return self.tracker
 
+    def drop_base(self) -> None:
+        """Forget what memory was known to equal: the next snapshot reads everything."""
+        if self.tracker is not None:
+            self.tracker.set_base(None, None)
+
     def close(self) -> None:
         if self.tracker is not None:
             self.tracker.close()

@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import re
+import secrets
 import signal
 import socket
 import threading
@@ -38,6 +39,7 @@ from ..errors import (
     NotRegistered,
     ProtocolError,
     RequestRefused,
+    StoreError,
     UnknownSnapshot,
 )
 from ..proc import procfs
@@ -60,7 +62,16 @@ class Kernel:
     start_time: int
     kernel_id: str
     conn: Connection
+    # Held while the process is frozen or worked on (snapshot taken, restore); storing a
+    # taken snapshot happens after, under `store_lock`, in order, while the next
+    # snapshot may already be taken. Lock order: store_lock, then lock.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    store_lock: threading.Lock = field(default_factory=threading.Lock)
+    pending: dict[str, SnapshotInfo] = field(default_factory=dict)  # taken, not stored yet
+    # identity of the chain of incremental snapshots since the last full one; a chain
+    # whose snapshot could not be stored is broken: what builds on it cannot be stored
+    chain: object = field(default_factory=object)
+    broken_chains: set[int] = field(default_factory=set)
     live: str | None = None  # the snapshot the process is now derived from
     last_error: str | None = None  # of storing an automatic snapshot, said in status
     staging: StagingBuffer = field(default_factory=StagingBuffer)
@@ -297,64 +308,109 @@ class HelperServer:
         k = self._self(conn, "checkpoint")
         tags = dict(req.get("tags") or {})
         tags.setdefault("kernel_id", k.kernel_id)
-        snap_id = req.get("snap_id")
-        k.lock.acquire()  # released once the snapshot is stored (maybe by another thread)
+        snap_id = str(req.get("snap_id") or secrets.token_hex(4))
+        k.lock.acquire()  # released once the snapshot's page map is the tracker's base
         try:
-            taken = take(k.pid, self.keeper, staging=k.staging, tracking=k.tracking)
+            # With tracking a snapshot moves little: a buffer of its own, so that the
+            # next one can be taken while this one is being stored.
+            tracked = k.tracking.unavailable is None
+            staging = StagingBuffer() if tracked else k.staging
+            taken = take(k.pid, self.keeper, staging=staging, tracking=k.tracking)
+            parent, k.live = k.live, snap_id
+            k.request_ids[snap_id] = req.get("id")
+            info = provisional(taken, snap_id, parent, tags)
+            k.pending[snap_id] = info
         except BaseException:
             k.lock.release()
             raise
-        parent, k.live = k.live, snap_id or k.live
-        if tags.get("auto") and snap_id:
+        work = (k, taken, req, tags, parent, snap_id)
+        if tags.get("auto"):
             # An automatic snapshot: the kernel needs nothing but its id, so it runs on
-            # while the snapshot is hashed and stored; the kernel's next request waits.
-            k.request_ids[snap_id] = req.get("id")
+            # while the snapshot is hashed and stored; a restore to it, or a listing,
+            # waits for it, the next snapshot only until its page map is known.
             self._begin()  # shutdown waits for it too
-            threading.Thread(
-                target=self._commit_later, args=(k, taken, req, tags, parent), daemon=True
-            ).start()
-            info = provisional(taken, snap_id, parent, tags)
+            threading.Thread(target=self._store_later, args=work, daemon=True).start()
             return {"snapshot": info.to_json(), "removed": [], "stored": False}
+        stored, removed = self._prepare_and_store(*work)
+        return {"snapshot": stored.to_json(), "removed": removed, "stored": True}
+
+    def _prepare_and_store(
+        self,
+        k: Kernel,
+        taken: Taken,
+        req: dict[str, Any],
+        tags: dict[str, Any],
+        parent: str | None,
+        snap_id: str,
+    ) -> tuple[SnapshotInfo, list[str]]:
+        """With k.lock held (released here): the page map becomes the tracker's base,
+        then the snapshot is stored, after the ones taken before it."""
         try:
-            info, removed = self._commit(k, taken, req, tags, parent)
+            taken.prepare(self.store, snap_id)
+            if taken.base is None:
+                k.chain = object()  # a full image starts a chain
+            chain = id(k.chain)
+            k.store_lock.acquire()  # stores keep the order snapshots were taken in
+        except BaseException:
+            taken.discard()
+            k.pending.pop(snap_id, None)
+            if k.live == snap_id:
+                k.live = parent
+            raise
         finally:
             k.lock.release()
-        return {"snapshot": info.to_json(), "removed": removed, "stored": True}
+        return self._store(k, taken, req, tags, parent, snap_id, chain)
 
-    def _commit(
-        self, k: Kernel, taken: Taken, req: dict[str, Any], tags: dict[str, Any], parent: str | None
+    def _store(
+        self,
+        k: Kernel,
+        taken: Taken,
+        req: dict[str, Any],
+        tags: dict[str, Any],
+        parent: str | None,
+        snap_id: str,
+        chain: int,
     ) -> tuple[SnapshotInfo, list[str]]:
-        """With k.lock held."""
+        """Store a taken snapshot; called with k.store_lock held, releases it (before
+        taking k.lock: a thread holding k.lock may be waiting for store_lock)."""
         try:
+            if chain in k.broken_chains:
+                raise StoreError(
+                    f"snapshot {snap_id} builds on a snapshot that could not be stored",
+                    "The next snapshot will be complete again; take one",
+                )
             info = taken.commit(
                 self.store,
                 label=str(req.get("label", "")),
                 parent=parent,
-                snap_id=req.get("snap_id"),
+                snap_id=snap_id,
                 tags=tags,
             )
         except BaseException:
-            k.live = parent
+            k.broken_chains.add(chain)  # before a later snapshot of the chain can be stored
+            k.pending.pop(snap_id, None)
+            k.store_lock.release()
+            with k.lock:
+                k.tracking.drop_base()  # the next snapshot reads everything
+                if k.live == snap_id:
+                    k.live = parent
+                k.request_ids.pop(snap_id, None)
             raise
-        finally:
+        k.pending.pop(snap_id, None)
+        k.store_lock.release()
+        with k.lock:
             self._release_buffers(k)
-        k.live = info.id
-        k.request_ids[info.id] = req.get("id")
-        removed = self._retain(k, req.get("keep"))
+            removed = self._retain(k, req.get("keep"))
         log.info("PID %d: snapshot %s (%.3f s frozen)", k.pid, info.id, info.stats["pause_s"])
         return info, removed
 
-    def _commit_later(
-        self, k: Kernel, taken: Taken, req: dict[str, Any], tags: dict[str, Any], parent: str | None
-    ) -> None:
+    def _store_later(self, k: Kernel, *work: Any) -> None:
         try:
-            self._commit(k, taken, req, tags, parent)
+            self._prepare_and_store(k, *work)
         except Exception as e:
-            k.request_ids.pop(str(req.get("snap_id")), None)
-            log.exception("PID %d: the automatic snapshot could not be stored", k.pid)
-            k.last_error = f"the automatic snapshot {req.get('snap_id')} could not be stored: {e}"
+            log.exception("PID %d: an automatic snapshot could not be stored", k.pid)
+            k.last_error = f"the automatic snapshot {work[-1]} could not be stored: {e}"
         finally:
-            k.lock.release()
             self._end()
 
     @staticmethod
@@ -372,7 +428,7 @@ class HelperServer:
         autos = [
             i
             for i in self._snapshots_of(k.pid, k.start_time)
-            if i.tags.get("auto") and not i.label and i.id != k.live
+            if i.tags.get("auto") and not i.label and i.id != k.live and i.id not in k.pending
         ]
         doomed = autos[: max(0, len(autos) - int(keep) + 1)]
         for i in doomed:
@@ -381,6 +437,9 @@ class HelperServer:
 
     def op_restore(self, conn: Connection, req: dict[str, Any]) -> None:
         k = self._self(conn, "restore")
+        if self._resolve(k, str(req.get("ref", ""))).id in k.pending:
+            with k.store_lock:  # the snapshot must be stored first (stores go in order)
+                pass
         with k.lock:
             snap = self._resolve(k, str(req.get("ref", "")))
             if not self.keeper.has(k.pid, snap.id) or snap.id not in k.request_ids:
@@ -419,8 +478,13 @@ class HelperServer:
         return None
 
     def _snapshots_of(self, pid: int, start_time: int) -> list[SnapshotInfo]:
-        found = [i for i in self.store.list(pid) if i.start_time == start_time]
-        return sorted(found, key=lambda i: i.created)
+        found = {i.id: i for i in self.store.list(pid) if i.start_time == start_time}
+        with self.lock:
+            kernel = self.kernels.get(pid)
+        if kernel is not None and kernel.start_time == start_time:
+            for sid, info in list(kernel.pending.items()):  # taken, being stored
+                found.setdefault(sid, info)
+        return sorted(found.values(), key=lambda i: i.created)
 
     def _resolve(self, k: Kernel, ref: str) -> SnapshotInfo:
         """-N (N-th newest), an exact id, an exact label, or a unique id prefix of at
@@ -470,7 +534,7 @@ class HelperServer:
         k = conn.kernel if not (req.get("pid") or req.get("kernel_id")) else self._target(req)
         if k is None:
             raise NotRegistered("list needs a kernel: give pid or kernel_id")
-        with k.lock:  # a snapshot being stored is listed once it is
+        with k.store_lock:  # snapshots being stored are listed once stored and pruned
             pass
         return {
             "kernel": k.describe(),

@@ -86,6 +86,7 @@ class Store:
         *,
         present: builtins.list[tuple[int, int]] | None = None,
         base: PageMap | None = None,
+        prepared: tuple[builtins.list[bytes], PageMap] | None = None,
         label: str = "",
         parent: str | None = None,
         snap_id: str | None = None,
@@ -97,17 +98,15 @@ class Store:
         pages of `present`, and those not read have the content `base` records
         (the page map of the snapshot the process's memory was known to equal
         but for the pages read). The stored snapshot is complete all the same
-        (FORMAT.md §13).
+        (FORMAT.md §13). `prepared`: what `page_map` returned for these pages.
         """
         if parent is not None and not layout.ID_RE.fullmatch(parent):
             raise ValueError(f"parent {parent!r} is not a snapshot id")
         if snap_id is not None and not layout.ID_RE.fullmatch(snap_id):
             raise ValueError(f"{snap_id!r} is not a snapshot id (8 lowercase hex digits)")
-        buf, npages = _page_buffer(pages)
+        buf, _ = _page_buffer(pages)
         # hashing and the pagemap need no lock: keep other processes' wait short
-        hashes = packs.hash_pages(buf, npages)
-        read = pagemap.of_pages(pages, hashes)
-        pm = read if present is None else pagemap.merged(present, read, base or PageMap.empty())
+        hashes, pm = prepared or self.page_map(pages, present=present, base=base)
         pagemap_data = pagemap.encode(pm)
         with layout.locked(self.root, exclusive=True):
             self._index.refresh(self._packs)
@@ -146,6 +145,21 @@ class Store:
                 raise
             layout.fsync_dir(self._snaps)
         return SnapshotInfo.from_manifest(m), pm
+
+    def page_map(
+        self,
+        pages: PageRuns,
+        *,
+        present: builtins.list[tuple[int, int]] | None = None,
+        base: PageMap | None = None,
+    ) -> tuple[builtins.list[bytes], PageMap]:
+        """The hashes of `pages` and the page map of the image (see commit_image); no
+        lock, no I/O: a caller may work it out early and commit later."""
+        buf, npages = _page_buffer(pages)
+        hashes = packs.hash_pages(buf, npages)
+        read = pagemap.of_pages(pages, hashes)
+        pm = read if present is None else pagemap.merged(present, read, base or PageMap.empty())
+        return hashes, pm
 
     def _new_frames(
         self, buf: memoryview, new: dict[bytes, int]
