@@ -517,3 +517,24 @@ def test_concurrent_commits_from_two_processes(tmp_path: Path) -> None:
                 image(seed=seed + i).buffer[PAGE_SIZE:]
             )
     assert store.gc() == GcResult(0, 0, 0)
+
+
+def test_gc_leaves_alone_a_pack_a_commit_is_about_to_use(tmp_path: Path) -> None:
+    """A commit writes its pack before it takes the store lock, holding the pack's own
+    flock until the snapshot is committed: gc must not take it for debris or dead."""
+    from jupyter_chkpt.store import packs
+
+    store = Store(tmp_path / "s")
+    pages = [(bytes([i]) * 4096) for i in range(3)]
+    hashes = packs.hash_pages(memoryview(b"".join(pages)), 3)
+    written = packs.write_pack(
+        store.root / "packs", [(hashes, b"".join(pages))], level=1, threads=1
+    )
+    pack = store.root / "packs" / f"{written.pack_id}.pack"
+    assert packs.pack_in_use(store.root / "packs", written.pack_id)
+    store.gc()
+    assert pack.exists(), "gc removed a pack a commit holds"
+    written.release()
+    assert not packs.pack_in_use(store.root / "packs", written.pack_id)
+    assert store.gc().packs_removed == 1  # no snapshot uses it: now it is dead
+    assert not pack.exists()

@@ -8,6 +8,7 @@ Layouts are specified in docs/FORMAT.md.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
@@ -16,6 +17,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import chain, count, repeat
 from pathlib import Path
 from typing import NamedTuple, TypeVar
@@ -113,10 +115,36 @@ def ordered_parallel(fn: Callable[[T], R], items: Iterable[T], threads: int) -> 
             yield pending.popleft().result()
 
 
-class WrittenPack(NamedTuple):
+@dataclass
+class WrittenPack:
+    """A pack just committed; while `lock_fd` is open its writer holds an exclusive
+    flock on the .pack, which tells gc the pack is not debris or dead but about to
+    be used by a snapshot being committed (its writer releases it then)."""
+
     pack_id: str
     frames: list[PackFrame]
-    nbytes: int  # .pack + .idx
+    nbytes: int
+    lock_fd: int = -1
+
+    def release(self) -> None:
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+
+def pack_in_use(packs_dir: Path, pack_id: str) -> bool:
+    """Whether a writer still holds the pack (see WrittenPack)."""
+    try:
+        fd = os.open(packs_dir / f"{pack_id}.pack", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def write_pack(
@@ -136,9 +164,12 @@ def write_pack(
 
     written: list[PackFrame] = []
     offset = 0
-    fd = os.open(pack_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, layout.FILE_MODE)
+    lock_fd = os.open(
+        pack_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, layout.FILE_MODE
+    )
     try:
-        with os.fdopen(fd, "wb") as f:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # nobody else has it open yet: never waits
+        with os.fdopen(os.dup(lock_fd), "wb") as f:
             for hashes, blob in ordered_parallel(compress, frames, threads):
                 f.write(blob)
                 written.append(PackFrame(offset, len(blob), hashes))
@@ -149,8 +180,9 @@ def write_pack(
         layout.replace_file(packs_dir / f"{pack_id}.idx", idx)
     except BaseException:
         pack_path.unlink(missing_ok=True)
+        os.close(lock_fd)
         raise
-    return WrittenPack(pack_id, written, offset + len(idx))
+    return WrittenPack(pack_id, written, offset + len(idx), lock_fd)
 
 
 def encode_idx(frames: list[PackFrame]) -> bytes:

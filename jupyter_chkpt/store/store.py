@@ -108,18 +108,47 @@ class Store:
         # hashing and the pagemap need no lock: keep other processes' wait short
         hashes, pm = prepared or self.page_map(pages, present=present, base=base)
         pagemap_data = pagemap.encode(pm)
-        with layout.locked(self.root, exclusive=True):
+        with layout.locked(self.root, exclusive=False):
             self._index.refresh(self._packs)
             known = self._index.pages
             new: dict[bytes, int] = {}  # hash -> page number of its first occurrence
             for i, h in enumerate(hashes):
                 if h not in known:
                     new.setdefault(h, i)
+        # Compress and write the pages with no store lock (readers are not kept waiting
+        # for seconds of compression): the pack's own flock keeps gc off it until the
+        # snapshot that uses it is committed. Two commits may store a page twice:
+        # harmless.
+        written = (
+            packs.write_pack(
+                self._packs, self._new_frames(buf, new), level=self.level, threads=self.threads
+            )
+            if new
+            else None
+        )
+        try:
+            return self._commit_snapshot(
+                meta, pm, pagemap_data, written, label, parent, snap_id, tags, len(new)
+            )
+        finally:
+            if written is not None:
+                written.release()
+
+    def _commit_snapshot(
+        self,
+        meta: ImageMeta,
+        pm: PageMap,
+        pagemap_data: bytes,
+        written: packs.WrittenPack | None,
+        label: str,
+        parent: str | None,
+        snap_id: str | None,
+        tags: dict[str, Any] | None,
+        new_pages: int,
+    ) -> tuple[SnapshotInfo, PageMap]:
+        with layout.locked(self.root, exclusive=True):
             stored_bytes = 0
-            if new:
-                written = packs.write_pack(
-                    self._packs, self._new_frames(buf, new), level=self.level, threads=self.threads
-                )
+            if written is not None:
                 self._index.note_written(self._packs, written)
                 stored_bytes = written.nbytes
             snap_id, tmp = self._claim_id(snap_id)
@@ -132,7 +161,7 @@ class Store:
                     tags=tags or {},
                     meta=meta,
                     npages=len(pm),
-                    new_pages=len(new),
+                    new_pages=new_pages,
                     stored_bytes=stored_bytes,
                     pagemap_data=pagemap_data,
                 )
@@ -358,6 +387,8 @@ class Store:
                 tuple[str, builtins.list[tuple[PackFrame, builtins.list[int]]]]
             ] = []
             for pack_id in sorted(self._index.packs):
+                if packs.pack_in_use(self._packs, pack_id):
+                    continue  # a commit is about to use it: neither dead nor rewritable
                 keep = []  # (frame, live slots)
                 total = kept = 0
                 for fr in packs.read_idx(self._packs / f"{pack_id}.idx"):
@@ -382,6 +413,7 @@ class Store:
                     level=self.level,
                     threads=self.threads,
                 )
+                written.release()  # committed, and under our exclusive lock already
                 freed -= written.nbytes
             for pack_id in dead + [p for p, _ in partial]:
                 # idx first: a crash in between leaves an idx-less pack, which is debris
@@ -411,7 +443,7 @@ class Store:
                 name.endswith(layout.TMP_SUFFIX)
                 or (ext == ".pack" and f"{stem}.idx" not in names)
                 or (ext == ".idx" and f"{stem}.pack" not in names)
-            ):
+            ) and not packs.pack_in_use(self._packs, name.split(".", 1)[0]):
                 freed += _remove(self._packs / name)
         layout.fsync_dir(self._snaps)
         layout.fsync_dir(self._packs)
