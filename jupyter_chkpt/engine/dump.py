@@ -247,6 +247,7 @@ def take(
     tracker: Tracker | None = None
     try:
         flagged = _maps_with_flags(pid, tracking)  # slow: before the freeze
+        _prepare_staging(staging, tracking, flagged)
         with frozen(pid) as fz:
             tracker = tracking.ensure(fz, keeper) if tracking is not None else None
             base = tracker.base if tracker is not None else None
@@ -264,6 +265,18 @@ def take(
         mappings=len(meta.mappings),
     )
     return Taken(pid, image, keeper, key, tracker, base)
+
+
+def _prepare_staging(
+    staging: StagingBuffer, tracking: Tracking | None, maps: list[Mapping] | None
+) -> None:
+    """Size the buffer before the freeze for what the tracker sees written so far, so
+    that the freeze copies into memory already there rather than faulting it in."""
+    tracker = tracking.tracker if tracking is not None else None
+    if tracker is None or tracker.base is None or maps is None:
+        return
+    with contextlib.suppress(OSError, ChkptError):
+        staging.view(runs.npages(tracker.scan_unfrozen(maps).written) * PAGE_SIZE)
 
 
 def _maps_with_flags(pid: int, tracking: Tracking | None = None) -> list[Mapping] | None:

@@ -118,9 +118,9 @@ def carry_flags(maps: list[Mapping], flagged: list[Mapping]) -> list[Mapping]:
     return out
 
 
-def affected(ops: list[Op]) -> list[tuple[int, int]]:
-    """Page runs whose contents an unmap, mprotect or map of the plan may lose."""
-    return [(op.start, (op.end - op.start) // PAGE_SIZE) for op in ops if not isinstance(op, Flags)]
+def regions(ops: list[Op], kind: type) -> list[tuple[int, int]]:
+    """The page runs of the plan's operations of one kind (Map: contents replaced)."""
+    return [(op.start, (op.end - op.start) // PAGE_SIZE) for op in ops if isinstance(op, kind)]
 
 
 def touches_sealed(ops: list[Op], current: list[Mapping]) -> list[Mapping]:

@@ -52,13 +52,13 @@ from .layout import (
     Op,
     Protect,
     Unmap,
-    affected,
     carry_flags,
     describe,
     flags_to_restore,
     plan,
     prot_of,
     refuse_device_memory,
+    regions,
     touches_sealed,
 )
 from .runs import Run
@@ -229,7 +229,11 @@ def restore_frozen(
     only = None
     if now is not None:
         written = runs.union(*(p.runs for p in image.contents))
-        only = runs.union(written, runs.subtract(now.present, image.present), affected(ops))
+        # Mappings the snapshot lacks are unmapped last, when nothing can fail any
+        # more: their contents need no saving, however large (arrays made since).
+        gone = runs.subtract(now.present, image.present)
+        gone = runs.subtract(runs.union(gone), runs.union(regions(ops, Unmap)))
+        only = runs.union(written, gone, regions(ops, Map))
     try:
         safety = capture(
             fz,
@@ -350,11 +354,11 @@ def _apply(
         if not isinstance(op, Flags)
         and any(op.start < end and start < op.end for start, end in busy)
     ]
-    for op in _ordered([op for op in ops if op not in deferred]):
+    # Unmaps go last (nothing maps over them): a failure before them loses nothing.
+    late = [op for op in ops if isinstance(op, Unmap) and op not in deferred]
+    for op in _ordered([op for op in ops if op not in deferred and op not in late]):
         _execute(inj, op, scratch)
-    left = plan(meta.mappings, read_maps(fz.pid))
-    if left != deferred:
-        raise EngineError(f"the address space still differs from the snapshot's: {describe(left)}")
+    _expect_left(meta, fz.pid, [*deferred, *late])
 
     # Threads that exited since come back, stopped, holding nothing yet.
     live = dict(threads.kept)
@@ -372,9 +376,7 @@ def _apply(
         result.threads_exited.append(tid)
     for op in _ordered(deferred):
         _execute(inj, op, scratch)
-    left = plan(meta.mappings, read_maps(fz.pid))
-    if left:
-        raise EngineError(f"the address space still differs from the snapshot's: {describe(left)}")
+    _expect_left(meta, fz.pid, late)
 
     _drop_pages_born_since(fz, meta.mappings, image.present)
     for pages in image.contents:
@@ -391,7 +393,17 @@ def _apply(
         thread.set_regs(arch.regs_from_dict(t.regs))
         thread.set_xstate(t.xstate)
         thread.set_sigmask(t.sigmask)
+    for op in late:
+        _execute(inj, op, scratch)
+    _expect_left(meta, fz.pid, [])
     _report(fz, meta, result, live)
+
+
+def _expect_left(meta: ImageMeta, pid: int, ops: Sequence[Op]) -> None:
+    """The layout now differs from the snapshot's by exactly `ops` (not yet run)."""
+    left = plan(meta.mappings, read_maps(pid))
+    if set(left) != set(ops):
+        raise EngineError(f"the address space still differs from the snapshot's: {describe(left)}")
 
 
 def _ordered(ops: Sequence[Op]) -> list[Op]:

@@ -52,6 +52,7 @@ log = logging.getLogger("jupyter_chkpt.helper")
 
 PRUNE_INTERVAL = 1.0  # seconds between checks for kernels that have exited
 SHUTDOWN_WAIT_S = 300.0  # at most, for operations in progress when asked to stop
+STORE_NICE = 10  # background stores of automatic snapshots
 
 
 @dataclass
@@ -405,6 +406,10 @@ class HelperServer:
         return info, removed
 
     def _store_later(self, k: Kernel, *work: Any) -> None:
+        # Below the threads that freeze kernels (and the compression threads it starts
+        # inherit it): a freeze must not wait for the CPU behind a store.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), STORE_NICE)
         try:
             self._prepare_and_store(k, *work)
         except Exception as e:

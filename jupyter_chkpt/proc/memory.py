@@ -87,7 +87,9 @@ class StagingBuffer:
         size = max(PAGE_SIZE, -(-size // PAGE_SIZE) * PAGE_SIZE)
         if self._map is None or len(self._map) < size:
             self.release()
-            self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            # populated at once: faulting pages in one by one costs more than the copy
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+            self._map = mmap.mmap(-1, size, flags=flags)
         return memoryview(self._map)[:size]
 
     def release(self) -> None:
