@@ -31,7 +31,7 @@ from ..errors import (
 from ..image import PAGE_SIZE, Child, Image, ImageMeta, Mapping, PageMap
 from ..proc import procfs
 from ..proc.arch import current as arch
-from ..proc.inject import Injector
+from ..proc.inject import SCRATCH_SIZE, Injector
 from ..proc.maps import read_maps, read_maps_with_flags, with_flags
 from ..proc.memory import StagingBuffer
 from ..proc.ptrace import Thread
@@ -155,29 +155,34 @@ def restore(
         loaded: list[Run] | None = None
     else:
         meta, target = store.load_pagemap(snap_id)
+        assert tracker.base is not None
+        differ = target.differing(tracker.base)
         state = tracker.scan_unfrozen(read_maps(pid))  # most of what will differ
-        loaded = _to_write(target, tracker, state)
-        _, pages, _ = store.load_pages(snap_id, loaded)
+        loaded = _to_write(target, differ, state)
+        _, pages, _ = store.load_pages(snap_id, loaded, known=(meta, target))
     image = Image(meta, target.runs(), [pages])
     result = RestoreResult(snapshot_id=snap_id, pid=pid)
-    # slow: before the freeze
-    flagged = tracking.maps_with_flags(pid) if tracking is not None else read_maps_with_flags(pid)
+    # Slow, so before the freeze; read afresh (no cache): the refusals below go by
+    # these flags, and a mapping replaced at the same place keeps none of its old ones.
+    flagged = read_maps_with_flags(pid)
     with contextlib.nullcontext() if safety else _restore_lock, frozen(pid) as fz:
         now: PageState | None = None
         if loaded is not None:
             assert tracker is not None
             # what was written between that look and the freeze
             now = tracker.scan(fz, read_maps(fz.pid), rearm=False)
-            extra = runs.subtract(_to_write(target, tracker, now), loaded)
+            # and the scratch page the restore passes syscall arguments through
+            scratch = runs.intersect(
+                [(fz.injector.scratch(), SCRATCH_SIZE // PAGE_SIZE)], target.runs()
+            )
+            extra = runs.subtract(runs.union(_to_write(target, differ, now), scratch), loaded)
             if extra:
-                image.contents.append(store.load_pages(snap_id, extra)[1])
+                image.contents.append(store.load_pages(snap_id, extra, known=(meta, target))[1])
         restore_frozen(
             fz, image, result, keeper, snap_id, safety or _safety, flagged, tracker, now=now
         )
         if tracker is not None:
-            # our writes count as written: start over from the snapshot's image
-            tracker.scan(fz, read_maps(fz.pid), rearm=True)
-            tracker.set_base(snap_id, target)
+            tracker.set_base(snap_id, target)  # re-armed right after the memory write
         if tracking is not None:
             tracking.flagged = None  # the layout is the snapshot's: read it anew next time
         result.pause_s = round(fz.paused_for, 6)
@@ -185,17 +190,13 @@ def restore(
     return result
 
 
-def _to_write(target: PageMap, tracker: Tracker, state: PageState) -> list[Run]:
+def _to_write(target: PageMap, differ: list[Run], state: PageState) -> list[Run]:
     """Pages of the snapshot that the process may not hold as they are there: those
-    that differ between the base and the snapshot, written since the base, or
-    without data now."""
-    assert tracker.base is not None
+    that differ between the base and the snapshot (`differ`), written since the
+    base, or without data now."""
     want = target.runs()
     return runs.intersect(
-        want,
-        runs.union(
-            target.differing(tracker.base), state.written, runs.subtract(want, state.present)
-        ),
+        want, runs.union(differ, state.written, runs.subtract(want, state.present))
     )
 
 
@@ -233,7 +234,8 @@ def restore_frozen(
         # more: their contents need no saving, however large (arrays made since).
         gone = runs.subtract(now.present, image.present)
         gone = runs.subtract(runs.union(gone), runs.union(regions(ops, Unmap)))
-        only = runs.union(written, gone, regions(ops, Map))
+        scratch = [(fz.injector.scratch(), SCRATCH_SIZE // PAGE_SIZE)]
+        only = runs.union(written, gone, regions(ops, Map), scratch)
     try:
         safety = capture(
             fz,
@@ -244,10 +246,12 @@ def restore_frozen(
             only=only,
             pages=None if now is None else PageState(now.present, now.present),
         )
-        _apply_or_roll_back(fz, image, result, keeper, key, safety, safety_key, current)
-    except RollbackFailed:
+        _apply_or_roll_back(fz, image, result, keeper, key, safety, safety_key, current, tracker)
+    except (RollbackFailed, RestoreFailed):
+        # after a rollback memory is as it was, but the re-arm may already have
+        # forgotten what was written since the base
         if tracker is not None:
-            tracker.set_base(None, None)  # nobody knows what memory holds now
+            tracker.set_base(None, None)
         raise
     finally:
         keeper.release(fz.pid, safety_key)
@@ -298,10 +302,11 @@ def _apply_or_roll_back(
     safety: Image,
     safety_key: str,
     flagged: list[Mapping],
+    tracker: Tracker | None = None,
 ) -> None:
     """Apply the image; on failure apply the safety image (files held under `safety_key`)."""
     try:
-        _apply(fz, image, result, keeper, key, flagged)
+        _apply(fz, image, result, keeper, key, flagged, tracker)
     except Exception as error:
         if result.threads_exited:
             raise RollbackFailed(
@@ -331,6 +336,7 @@ def _apply(
     keeper: FdKeeper,
     key: str | None,
     flagged: list[Mapping],
+    tracker: Tracker | None = None,
 ) -> None:
     meta = image.meta
     inj = fz.injector
@@ -383,6 +389,10 @@ def _apply(
         for vaddr, data in pages.iter_runs():
             fz.mem.write(vaddr, data)
             result.bytes_written += len(data)
+    if tracker is not None:
+        # Memory equals the image now: tracking starts over from here, and what follows
+        # (tids rewritten in memory, rseq areas) counts as written since.
+        tracker.scan(fz, read_maps(fz.pid), rearm=True)
 
     for t in threads.missing:
         finish_recreated(fz, t, live[t.tid], result.notes)

@@ -14,6 +14,7 @@ has its own staging buffers).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import logging
 import os
@@ -425,6 +426,7 @@ class HelperServer:
         if k.tracking.tracker is not None:
             k.staging.release()
             k.safety.release()
+            _trim_heap()
 
     def _retain(self, k: Kernel, keep: Any) -> list[str]:
         """Automatic snapshots beyond the newest `keep` go (never the live one, never labelled)."""
@@ -588,6 +590,13 @@ class HelperServer:
         if self.listener is not None:
             with contextlib.suppress(OSError):
                 self.listener.shutdown(socket.SHUT_RDWR)
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free memory back (glibc keeps what hashing and compression
+    freed): an idle helper should be small."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _alive(pid: int, start_time: int) -> bool:

@@ -60,6 +60,7 @@ class Store:
         self._packs = self.root / layout.PACKS
         self._snaps = self.root / layout.SNAPSHOTS
         self._index = packs.PackIndex()
+        self._infos: dict[str, tuple[tuple[int, int, int], SnapshotInfo]] = {}
 
     # --- writing ------------------------------------------------------------
 
@@ -246,7 +247,7 @@ class Store:
         with layout.locked(self.root, exclusive=False):
             for sid in self._ids():
                 try:
-                    info = SnapshotInfo.from_manifest(self._manifest(sid))
+                    info = self._info(sid)
                 except StoreError as e:
                     log.warning("skipping snapshot %s: %s", sid, e)
                     continue
@@ -254,13 +255,29 @@ class Store:
                     infos.append(info)
         return sorted(infos, key=lambda i: (i.created, i.id))
 
+    def _info(self, sid: str) -> SnapshotInfo:
+        """A manifest is parsed and checked once (a kernel's is hundreds of KiB of
+        JSON); only a relabel rewrites it, which changes its file."""
+        try:
+            st = os.stat(self._snaps / sid / manifest.MANIFEST)
+        except FileNotFoundError:
+            raise CorruptSnapshot(f"snapshot {sid}: {manifest.MANIFEST} is missing") from None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._infos.get(sid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        info = SnapshotInfo.from_manifest(self._manifest(sid))
+        self._infos[sid] = (key, info)
+        return info
+
     def resolve(self, ref: str) -> str:
         """The id of the snapshot `ref` names: a full id or a unique prefix of 4+ characters."""
         with layout.locked(self.root, exclusive=False):
             return self._resolve(ref)
 
     def info(self, snap_id: str) -> SnapshotInfo:
-        return SnapshotInfo.from_manifest(self.manifest(snap_id))
+        with layout.locked(self.root, exclusive=False):
+            return self._info(self._resolve(snap_id))
 
     def manifest(self, snap_id: str) -> dict[str, Any]:
         with layout.locked(self.root, exclusive=False):
@@ -285,15 +302,21 @@ class Store:
             return ImageMeta.from_json(m["meta"]), self._pagemap(sid, m)
 
     def load_pages(
-        self, snap_id: str, runs: builtins.list[tuple[int, int]] | None = None
+        self,
+        snap_id: str,
+        runs: builtins.list[tuple[int, int]] | None = None,
+        known: tuple[ImageMeta, PageMap] | None = None,
     ) -> tuple[ImageMeta, PageRuns, PageMap]:
         """The image's meta, the contents of its pages in `runs` (all by default),
-        each checked against its hash, and its whole page map."""
+        each checked against its hash, and its whole page map (`known`: what
+        load_pagemap returned for it, not read again)."""
         with layout.locked(self.root, exclusive=False):
             sid = self._resolve(snap_id)
-            m = self._manifest(sid)
-            meta = ImageMeta.from_json(m["meta"])
-            pm = self._pagemap(sid, m)
+            if known is not None:
+                meta, pm = known
+            else:
+                m = self._manifest(sid)
+                meta, pm = ImageMeta.from_json(m["meta"]), self._pagemap(sid, m)
             part = pm if runs is None else pm.select(runs)
             self._index.refresh(self._packs)
             out = _page_memory(len(part) * PAGE_SIZE)
