@@ -223,11 +223,34 @@ def tracking_cost(env: dict[str, str], repeat: int = 3) -> tuple[float, float]:
     return out[0], out[1]
 
 
+def long_session(env: dict[str, str], cells: int = 20) -> tuple[int, float, list[float]]:
+    """A 1 GiB kernel, an automatic snapshot after each of 20 small cells: the helper's
+    memory once idle, and the time back one cell (the user's request to the reply)."""
+    k = kernels.Kernel(env)
+    try:
+        k.ok("import numpy as np; a = np.random.default_rng(0).random(2**27); step = 0")
+        k.ok("%chkpt auto on --keep 50")
+        helper = int(k.value("get_ipython().kernel._chkpt.client.helper_pid"))
+        for _ in range(cells):
+            k.ok("a[step * 2**20 : step * 2**20 + 2**27 // 100] += 1; step += 1")
+        k.chkpt("list")  # waits for the stores
+        time.sleep(2)
+        idle = rss(helper)
+        back = []
+        for _ in range(3):
+            back.append(timed(k, "%restore -2"))
+            k.ok("step += 1")
+            k.chkpt("list")
+        return idle, statistics.median(back), back
+    finally:
+        k.shutdown()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--workloads", default="numpy,pandas,tiny,percent")
+    ap.add_argument("--workloads", default="numpy,pandas,tiny,percent", help="or none")
     ap.add_argument("--no-kishu", action="store_true")
     args = ap.parse_args()
     try:
@@ -238,7 +261,7 @@ def main() -> int:
         have_kishu = False
     results: dict[str, dict[str, Run]] = {}
     print("Automatic snapshot after every cell (same workloads, same run)", flush=True)
-    for name in args.workloads.split(","):
+    for name in [w for w in args.workloads.split(",") if w != "none"]:
         w = WORKLOADS[name]
         with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
             base = Path(tmp)
@@ -260,9 +283,15 @@ def main() -> int:
         os.environ["JUPYTER_RUNTIME_DIR"] = env["JUPYTER_RUNTIME_DIR"]
         armed, plain = tracking_cost(env)
         stop_helper()
+        idle, back, backs = long_session(env)
+        stop_helper()
     print(
         f"\ntracking's cost to a cell rewriting 1 GiB: {armed:.3f} s armed vs {plain:.3f} s "
         f"without ({(armed / plain - 1) * 100:+.1f}%)"
+    )
+    print(
+        f"1 GiB kernel, 20 cells with automatic snapshots: helper idle at {idle / MiB:.0f} MiB;"
+        f" back one cell (%restore -2) {back:.3f} s (of {', '.join(f'{b:.3f}' for b in backs)})"
     )
     return 0
 
