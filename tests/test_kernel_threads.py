@@ -8,6 +8,7 @@ output (pyzmq starts a garbage-collector thread and a context for it).
 from __future__ import annotations
 
 import time
+from ast import literal_eval
 
 import pytest
 
@@ -20,11 +21,27 @@ def restore(kernel, ref: str) -> str:
     return r.stdout
 
 
+HISTORY_TID = (
+    "[t.native_id for t in __import__('threading').enumerate()"
+    " if t.name == 'IPythonHistorySavingThread']"
+)
+
+
 def test_shell_escape_after_a_snapshot(kernel) -> None:
     kernel.ok("x = 1")
+    # IPython restarts its history thread only when it next flushes, so whether one runs at a
+    # given moment depends on what forked before: make sure the snapshot has one.
+    kernel.ok("%checkpoint -m warm-up")  # a helper that starts forks, and that ends the thread
+    kernel.ok("get_ipython().history_manager._restart_thread_if_stopped()")
+    before = literal_eval(kernel.value(HISTORY_TID))
     kernel.ok("%checkpoint -m a")
+    [tid] = before
+    assert literal_eval(kernel.value(HISTORY_TID)) == before, "the snapshot has no history thread"
     assert kernel.ok("!true").status == "ok"
     kernel.ok("x = 2")
+    assert tid not in literal_eval(kernel.value(HISTORY_TID)), (
+        "the fork did not end the history thread"
+    )
     out = restore(kernel, "a")
     assert "thread(s) that had ended since were started again" in out
     assert kernel.value("x") == "1"
