@@ -53,6 +53,16 @@ class PtraceDenied(ProcessError):
     )
 
 
+class ProcessStopped(ProcessError):
+    remedy = "Resume it (`kill -CONT PID`, or `fg` in its shell), then try again"
+
+
+class ProcessBusy(ProcessError):
+    """Another jupyter-chkpt process (a helper, the CLI) is freezing or changing it."""
+
+    remedy = "Wait for that snapshot or restore to finish, then try again"
+
+
 class ProcessChanged(ProcessError):
     """The process died or changed in a way the operation cannot cope with."""
 
@@ -85,6 +95,14 @@ class UnsupportedPlatform(ChkptError):
 
 class EngineError(ChkptError):
     """A snapshot or restore step failed."""
+
+
+class FreezeTimeout(EngineError):
+    remedy = (
+        "Nothing was changed and the process runs on. A thread waiting in the kernel "
+        "uninterruptibly (NFS, FUSE, a vfork parent, heavy swapping) cannot be stopped "
+        "until that wait ends: try again in a moment"
+    )
 
 
 class SyscallInjectionFailed(EngineError):

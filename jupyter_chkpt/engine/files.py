@@ -7,7 +7,10 @@ The reconcile order (docs/ARCHITECTURE.md, "Files"):
    them, and a registration that outlives its fd (the file kept alive by our
    duplicate, or by another process) delivers events with stale data pointers:
    the SIGSEGV seen in a restored zmq kernel.
-2. fds that are new, or now name a different open file description, are closed.
+2. fds that are new, or now name a different open file description, are closed:
+   parked first (duplicated above every number in use, the duplicate named in
+   the journal) so that a rollback, ours or a rescue's, can put them back; the
+   duplicates are closed past the point of no return (`close_parked`).
 3. Missing fds are put back at their numbers: from a held duplicate (the target
    runs pidfd_getfd on the helper, then dup3), else a regular file is reopened
    by path, else it is reported.
@@ -160,6 +163,21 @@ class _Reconciler:
         self.scratch = scratch
         self.report = report
         self.target_pidfd: int | None = None  # the target's pidfd of us, while installing
+        self.journal = fz.journal
+        self.park_from = 3
+
+    def _table(self) -> dict[int, FileImage]:
+        """The fd table, less our parked duplicates."""
+        parked = {p for p, _ in self.journal.parked.values()} if self.journal else set()
+        return {n: f for n, f in fds.read_fd_table(self.pid).items() if n not in parked}
+
+    def _close(self, n: int, cloexec: bool) -> None:
+        """Close fd `n` of the process, parked where a journal is kept."""
+        if self.journal is not None and n not in self.journal.parked:
+            p = self.inj.check("fcntl", n, F_DUPFD_CLOEXEC, self.park_from)
+            self.journal.parked[n] = (p, cloexec)
+            self.journal.write()
+        self.inj.check("close", n)
 
     def held(self, fd: int) -> int | None:
         if self.keeper is None or self.key is None:
@@ -182,19 +200,20 @@ class _Reconciler:
         )
 
     def run(self, pidfd: int) -> None:
-        now = fds.read_fd_table(self.pid)
+        now = self._table()
+        self.park_from = max([*self.want, *now, *fds.read_fd_table(self.pid), 2]) + 1
         keep = {n for n, w in self.want.items() if n in now and self.same(w, now[n])}
         close = sorted(set(now) - keep)
         missing = sorted(set(self.want) - keep)
 
         replace = self._unregister(now, set(close))
         for n in close:
-            self.inj.check("close", n)
+            self._close(n, now[n].cloexec)
             self.report.closed.append(n)
         if missing:
             self._install(missing, now)
 
-        now = fds.read_fd_table(self.pid)
+        now = self._table()
         for n, w in self.want.items():
             if n in now and now[n].cloexec != w.cloexec:
                 self.inj.check("fcntl", n, F_SETFD, FD_CLOEXEC if w.cloexec else 0)
@@ -318,6 +337,7 @@ class _Reconciler:
                     self._changed(e)
         if replace:
             fresh = self.inj.check("epoll_create1", 0)
+            self._close(e, now[e].cloexec)
             self._move(fresh, e, w.cloexec)
             self.report.epoll_replaced.append(e)
             present: set[tuple[int, int, int]] = set()
@@ -451,6 +471,29 @@ def reconcile_files(
     with _pidfd(fz.pid, keeper) as pidfd:
         _Reconciler(fz, want, keeper, key, scratch, report).run(pidfd)
     return report
+
+
+def unpark(fz: Frozen) -> None:
+    """Put every parked fd back at its number (a rollback), closing what took it."""
+    j = fz.journal
+    if j is None or not j.parked:
+        return
+    for n, (p, cloexec) in sorted(j.parked.items()):
+        fz.injector.check("dup3", p, n, fds.O_CLOEXEC if cloexec else 0)
+        fz.injector.call("close", p)
+    j.parked.clear()
+    j.write()
+
+
+def close_parked(fz: Frozen) -> None:
+    """Past the point of no return: the parked duplicates go."""
+    j = fz.journal
+    if j is None or not j.parked:
+        return
+    for p, _ in j.parked.values():
+        fz.injector.call("close", p)
+    j.parked.clear()
+    j.write()
 
 
 def _errname(result: int) -> str:

@@ -1,7 +1,13 @@
-"""Freeze: hold every thread of a process stopped, with the tools to work on it."""
+"""Freeze: hold every thread of a process stopped, with the tools to work on it.
+
+Every freeze is journaled (engine/journal.py): if we die while the process is
+stopped, a rescue (engine/rescue.py) ends the stop with the process whole.
+"""
 
 from __future__ import annotations
 
+import base64
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,9 +18,10 @@ from ..image import ProcessIdentity
 from ..proc import procfs
 from ..proc.arch import current as arch
 from ..proc.arch import require_supported
-from ..proc.inject import Injector, find_syscall_gadget
+from ..proc.inject import SCRATCH_SIZE, Injector, find_syscall_gadget
 from ..proc.memory import ProcessMemory
 from ..proc.ptrace import ThreadGroup
+from .journal import Journal, ThreadRecord
 
 
 @dataclass
@@ -25,15 +32,40 @@ class Frozen:
     mem: ProcessMemory
     injector: Injector  # runs syscalls in the main thread
     frozen_at: float
+    journal: Journal | None = None
+    # set after a failure past a restore's point of no return: the process stays
+    # stopped, with its journal, for a rescue to finish
+    keep_stopped: bool = False
 
     @property
     def paused_for(self) -> float:
         return time.monotonic() - self.frozen_at
 
 
+DEADLINE_ENV = "JUPYTER_CHKPT_FREEZE_DEADLINE"
+DEADLINE_S = 10.0  # for every thread to stop; a thread in uninterruptible sleep may not
+
+
+def deadline_s() -> float:
+    return float(os.environ.get(DEADLINE_ENV) or DEADLINE_S)
+
+
+def record(fz: Frozen, journal: Journal) -> None:
+    """What a rescue needs to put the process back as it was frozen."""
+    journal.threads = {
+        tid: ThreadRecord(arch.regs_to_dict(t.get_regs()), t.get_sigmask())
+        for tid, t in fz.group.threads.items()
+    }
+    addr = fz.injector.scratch()
+    journal.scratch = (addr, base64.b64encode(fz.mem.read(addr, SCRATCH_SIZE)).decode())
+    journal.fds = sorted(int(n) for n in os.listdir(procfs.proc_path(fz.pid, "fd")))
+    journal.write("frozen")
+
+
 @contextmanager
-def frozen(pid: int) -> Iterator[Frozen]:
-    """Stop all threads of `pid`; they run on when the block is left, whatever happens."""
+def frozen(pid: int, op: str = "snapshot") -> Iterator[Frozen]:
+    """Stop all threads of `pid`; they run on when the block is left, whatever happens
+    (unless a restore failed past its point of no return: see Frozen.keep_stopped)."""
     require_supported()
     status = procfs.check_can_act_on(pid)
     if arch.shadow_stack_enabled(status.thread_features):
@@ -43,12 +75,25 @@ def frozen(pid: int) -> Iterator[Frozen]:
             "Nothing was changed; run the program without shadow stacks to use snapshots",
         )
     identity = procfs.identity(pid)
+    journal = Journal(identity, op)
+    journal.claim()
     group = ThreadGroup(pid)
     started = time.monotonic()
-    group.seize_all()
+    try:
+        group.freeze(deadline_s())
+    except BaseException:
+        journal.remove()
+        raise
+    fz: Frozen | None = None
     try:
         with ProcessMemory(pid, write=True) as mem:
             injector = Injector(group.main, find_syscall_gadget(pid, mem), mem)
-            yield Frozen(pid, identity, group, mem, injector, started)
+            fz = Frozen(pid, identity, group, mem, injector, started, journal)
+            record(fz, journal)
+            yield fz
     finally:
-        group.detach_all()
+        if fz is not None and fz.keep_stopped:
+            group.leave_stopped()  # journaled: rescue.py takes it from here
+        else:
+            group.release()
+            journal.remove()

@@ -37,8 +37,9 @@ from ..proc.memory import StagingBuffer
 from ..proc.ptrace import Thread
 from . import runs
 from .dump import capture
-from .files import FilesReport, reconcile_files
+from .files import FilesReport, close_parked, reconcile_files, unpark
 from .freeze import Frozen, frozen
+from .journal import safety_file
 from .keeper import FdKeeper
 from .layout import (
     MAP_ANONYMOUS,
@@ -92,8 +93,15 @@ _ADVICE = {"dc": (10, 11), "wf": (18, 19), "dd": (16, 17), "hg": (14, 15), "mg":
 # injected madvise: one write is cheaper than one injected syscall.
 _ZERO_BY_WRITE_PAGES = 16
 
-_safety = StagingBuffer()
+_safety: StagingBuffer | None = None  # made on first use: it is a file
 _restore_lock = threading.Lock()
+
+
+def _shared_safety() -> StagingBuffer:
+    global _safety
+    if _safety is None:
+        _safety = StagingBuffer(safety_file(f"safety-{os.getpid()}"))
+    return _safety
 
 
 @dataclass
@@ -116,9 +124,12 @@ class RestoreResult:
     children_started: list[Child] = field(default_factory=list)
     # what could not be put back, and what was done instead
     notes: list[str] = field(default_factory=list)
+    past_no_return: bool = field(default=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("past_no_return")
+        return d
 
 
 def restore(
@@ -165,8 +176,12 @@ def restore(
     # Slow, so before the freeze; read afresh (no cache): the refusals below go by
     # these flags, and a mapping replaced at the same place keeps none of its old ones.
     flagged = read_maps_with_flags(pid)
-    with contextlib.nullcontext() if safety else _restore_lock, frozen(pid) as fz:
+    lock = contextlib.nullcontext() if safety else _restore_lock
+    with lock, frozen(pid, "restore") as fz:
+        assert fz.journal is not None
+        fz.journal.store, fz.journal.snapshot = os.fspath(store.root), snap_id
         now: PageState | None = None
+        failed: PastNoReturn | None = None
         if loaded is not None:
             assert tracker is not None
             # what was written between that look and the freeze
@@ -178,16 +193,52 @@ def restore(
             extra = runs.subtract(runs.union(_to_write(target, differ, now), scratch), loaded)
             if extra:
                 image.contents.append(store.load_pages(snap_id, extra, known=(meta, target))[1])
-        restore_frozen(
-            fz, image, result, keeper, snap_id, safety or _safety, flagged, tracker, now=now
-        )
+        try:
+            restore_frozen(
+                fz,
+                image,
+                result,
+                keeper,
+                snap_id,
+                safety or _shared_safety(),
+                flagged,
+                tracker,
+                now=now,
+            )
+        except PastNoReturn as e:
+            failed = e
         if tracker is not None:
             tracker.set_base(snap_id, target)  # re-armed right after the memory write
         if tracking is not None:
             tracking.flagged = None  # the layout is the snapshot's: read it anew next time
         result.pause_s = round(fz.paused_for, 6)
+    if failed is not None:
+        # The process is stopped, journaled "committed": finish it from the snapshot.
+        from .rescue import rescue_pid
+
+        try:
+            done = rescue_pid(pid, own=True)
+        except Exception as second:
+            raise RollbackFailed(
+                f"restoring PID {pid} failed past the point of no return ({failed.cause}), "
+                f"and so did finishing it from the snapshot ({second})"
+            ) from second
+        raise RestoreFailed(
+            f"restoring PID {pid} failed past the point of no return ({failed.cause}); "
+            f"it was finished from the snapshot instead: {done}",
+            "The process is in the snapshot's state; the frontend may need a reconnect",
+        ) from failed
     result.bytes_loaded = image.nbytes
     return result
+
+
+class PastNoReturn(Exception):
+    """A restore failed after its point of no return: the process stays stopped for
+    a rescue to roll it forward."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _to_write(target: PageMap, differ: list[Run], state: PageState) -> list[Run]:
@@ -206,7 +257,7 @@ def restore_frozen(
     result: RestoreResult,
     keeper: FdKeeper | None = None,
     key: str | None = None,
-    staging: StagingBuffer = _safety,
+    staging: StagingBuffer | None = None,
     flagged: list[Mapping] | None = None,
     tracker: Tracker | None = None,
     *,
@@ -215,6 +266,7 @@ def restore_frozen(
     """Apply `image` to the frozen process, or leave it as it was. Without `now`
     the image is full (every page's contents); with it, `now` is what the tracker
     says of the process, and the image holds only the pages that may differ."""
+    staging = staging or _shared_safety()
     current = with_flags(read_maps(fz.pid), flagged, fz.pid)
     ops = _refuse_early(fz, image.meta, current)
 
@@ -246,6 +298,7 @@ def restore_frozen(
             only=only,
             pages=None if now is None else PageState(now.present, now.present),
         )
+        _journal_safety(fz, safety, staging)
         _apply_or_roll_back(fz, image, result, keeper, key, safety, safety_key, current, tracker)
     except (RollbackFailed, RestoreFailed):
         # after a rollback memory is as it was, but the re-arm may already have
@@ -257,6 +310,22 @@ def restore_frozen(
         keeper.release(fz.pid, safety_key)
         if own_keeper:
             keeper.close()
+
+
+def _journal_safety(fz: Frozen, safety: Image, staging: StagingBuffer) -> None:
+    """Before the first change: the safety image where a rescue finds it if we die."""
+    j = fz.journal
+    if j is None:
+        return
+    [pages] = safety.contents
+    j.write_safety(
+        safety.meta.to_json(),
+        pages.runs,
+        safety.present,
+        file=staging.file,
+        pages=None if staging.file is not None else pages.buffer[: pages.nbytes],
+    )
+    j.write("changing")
 
 
 def _refuse_early(fz: Frozen, meta: ImageMeta, current: list[Mapping]) -> list[Op]:
@@ -306,20 +375,25 @@ def _apply_or_roll_back(
 ) -> None:
     """Apply the image; on failure apply the safety image (files held under `safety_key`)."""
     try:
-        _apply(fz, image, result, keeper, key, flagged, tracker)
+        apply_image(fz, image, result, keeper, key, flagged, tracker)
     except Exception as error:
-        if result.threads_exited:
-            raise RollbackFailed(
-                f"restoring PID {fz.pid} failed after threads {result.threads_exited} had exited: {error}"
-            ) from error
+        if result.past_no_return:
+            if fz.journal is None:
+                raise RollbackFailed(
+                    f"restoring PID {fz.pid} failed past the point of no return: {error}"
+                ) from error
+            fz.keep_stopped = True
+            raise PastNoReturn(error) from error
         try:
-            _apply(
+            unpark(fz)
+            apply_image(
                 fz,
                 safety,
                 RestoreResult(snapshot_id="safety", pid=fz.pid),
                 keeper,
                 safety_key,
                 read_maps_with_flags(fz.pid),  # the failed attempt may have changed flags
+                rollback=True,
             )
         except Exception as second:
             raise RollbackFailed(
@@ -329,7 +403,7 @@ def _apply_or_roll_back(
         raise RestoreFailed(f"could not restore PID {fz.pid}: {reason}") from error
 
 
-def _apply(
+def apply_image(
     fz: Frozen,
     image: Image,
     result: RestoreResult,
@@ -337,7 +411,11 @@ def _apply(
     key: str | None,
     flagged: list[Mapping],
     tracker: Tracker | None = None,
+    *,
+    rollback: bool = False,
 ) -> None:
+    """Make the frozen process `image`. Past the point of no return (result says
+    so) a failure leaves it neither; a rescue rolls it forward from the journal."""
     meta = image.meta
     inj = fz.injector
     scratch = inj.scratch()
@@ -376,6 +454,10 @@ def _apply(
     _task_state(fz, meta, result, keeper, key, scratch, {t: th.tid for t, th in live.items()})
 
     # Point of no return.
+    result.past_no_return = True
+    if fz.journal is not None and not rollback:
+        fz.journal.write("committed")
+    close_parked(fz)
     for tid in threads.leaving:
         Injector(fz.group.threads[tid], inj.gadget, fz.mem).exit_thread()
         fz.group.forget(tid)

@@ -22,6 +22,7 @@ import re
 import secrets
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +32,9 @@ from typing import Any
 from .. import __version__
 from ..engine import restore
 from ..engine.dump import Taken, provisional, take
+from ..engine.journal import safety_file
 from ..engine.keeper import FdKeeper
+from ..engine.rescue import rescue_all
 from ..engine.tracking import Tracking
 from ..errors import (
     AmbiguousSnapshot,
@@ -77,11 +80,15 @@ class Kernel:
     live: str | None = None  # the snapshot the process is now derived from
     last_error: str | None = None  # of storing an automatic snapshot, said in status
     staging: StagingBuffer = field(default_factory=StagingBuffer)
-    safety: StagingBuffer = field(default_factory=StagingBuffer)
+    # a restore's safety image, in a file that outlives us for a rescue (engine/rescue.py)
+    safety: StagingBuffer = field(init=False)
     tracking: Tracking = field(default_factory=Tracking)
     # snapshot id -> id of the checkpoint request during which it was taken: the
     # restored process wakes up waiting for the reply to exactly that request
     request_ids: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.safety = StagingBuffer(safety_file(f"safety-{os.getpid()}-{self.pid}"))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -624,10 +631,28 @@ def run(foreground: bool, store_root: str | None = None) -> int:
     if ready is not None:
         os.write(ready, b"0")
         os.close(ready)
+    _start_guardian()
+    for what in rescue_all():  # what a helper before us left frozen
+        log.warning("rescue: %s", what)
     signal.signal(signal.SIGTERM, lambda *_: server.stopping.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     server.serve_forever()
     return 0
+
+
+def _start_guardian() -> None:
+    """A small process that rescues whatever we leave frozen if we die (the OOM
+    killer picks the helper: it holds the big buffers)."""
+    import subprocess
+
+    subprocess.Popen(
+        [sys.executable, "-m", "jupyter_chkpt.engine.rescue", "--guard", str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+        cwd="/",
+    )
 
 
 def _raise_fd_limit() -> None:

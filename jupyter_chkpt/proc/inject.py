@@ -2,8 +2,11 @@
 
 As CRIU's compel does, but without injecting code: point the thread's
 instruction pointer at a `syscall` instruction that already exists in the
-target (the vDSO always has one), load the number and arguments, single-step,
-read the result, and put the registers back.
+target (the vDSO always has one), load the number and arguments, run the
+thread to the syscall's entry and exit stops (PTRACE_SYSCALL, never a
+single-step: see proc/ptrace.py), read the result, and put the registers
+back. Every signal is blocked in the thread meanwhile, so none is taken
+from its queue (and none loses its siginfo) while it runs for us.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from ..errors import SyscallInjectionFailed
 from .arch import current as arch
 from .maps import find_mapping
 from .memory import ProcessMemory
-from .ptrace import Thread
+from .ptrace import ALL_SIGNALS, Thread
 
 SCRATCH_SIZE = 4096
 
@@ -42,11 +45,14 @@ class Injector:
     def call(self, name: str, *args: int) -> int:
         """The raw result: a negative errno on failure."""
         saved = self.thread.get_regs()
+        mask = self.thread.get_sigmask()
         regs = arch.copy_regs(saved)
         arch.load_syscall(regs, self.gadget, arch.SYS[name], args)
         self.thread.set_regs(regs)
+        self.thread.set_sigmask(ALL_SIGNALS)
         try:
-            self.thread.single_step()
+            self.thread.to_syscall_stop()  # entry
+            self.thread.to_syscall_stop()  # exit
             result = self.thread.get_regs()
             if arch.instruction_pointer(result) != self.gadget + len(arch.SYSCALL_INSN):
                 raise SyscallInjectionFailed(
@@ -55,7 +61,10 @@ class Injector:
                 )
             return arch.syscall_result(result)
         finally:
-            self.thread.set_regs(saved)
+            # The thread goes on from a syscall stop now, where the kernel no longer
+            # restarts an interrupted syscall of its own: the registers do it.
+            self.thread.set_regs(arch.without_pending_restart(saved))
+            self.thread.set_sigmask(mask)
 
     def check(self, name: str, *args: int) -> int:
         """Like call(), raising on failure."""
@@ -108,4 +117,5 @@ class Injector:
         regs = self.thread.get_regs()
         arch.load_syscall(regs, self.gadget, arch.SYS["exit"], (0,))
         self.thread.set_regs(regs)
-        self.thread.step_until_exit()
+        self.thread.set_sigmask(ALL_SIGNALS)
+        self.thread.run_until_exit()

@@ -74,23 +74,44 @@ class ProcessMemory:
 
 
 class StagingBuffer:
-    """A reusable anonymous buffer for page copies.
+    """A reusable buffer for page copies.
 
     Faulting in fresh destination pages costs more than the copy itself, so a
-    long-lived helper keeps one buffer and only grows it.
+    long-lived helper keeps one buffer and only grows it. With `file`, the
+    buffer is that file, shared-mapped: what is copied into it outlives us (a
+    restore's safety image, for a rescue if we die), at the cost of nothing
+    more than anonymous memory where the file is on a tmpfs.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, file: str | os.PathLike[str] | None = None) -> None:
         self._map: mmap.mmap | None = None
+        self.file = file
 
     def view(self, size: int) -> memoryview:
         size = max(PAGE_SIZE, -(-size // PAGE_SIZE) * PAGE_SIZE)
         if self._map is None or len(self._map) < size:
             self.release()
-            # populated at once: faulting pages in one by one costs more than the copy
-            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
-            self._map = mmap.mmap(-1, size, flags=flags)
+            self._map = self._new(size)
         return memoryview(self._map)[:size]
+
+    def _new(self, size: int) -> mmap.mmap:
+        populate = getattr(mmap, "MAP_POPULATE", 0)
+        if self.file is None:
+            # populated at once: faulting pages in one by one costs more than the copy
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate
+            return mmap.mmap(-1, size, flags=flags)
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.ftruncate(fd, 0)  # nothing of an earlier, larger image lingers
+            # allocated now: a full tmpfs is an error here, not a SIGBUS later
+            os.posix_fallocate(fd, 0, size)
+            return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | populate)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(self.file)
+            raise
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         if self._map is not None:
@@ -98,3 +119,6 @@ class StagingBuffer:
             with contextlib.suppress(BufferError):
                 self._map.close()
             self._map = None
+        if self.file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.file)

@@ -88,6 +88,19 @@ def thread_ids(pid: int) -> list[int]:
         raise ProcessNotFound(f"no process with PID {pid}") from None
 
 
+def thread_states(pid: int) -> dict[int, str]:
+    """tid -> its state letter (R, S, D, T, t, Z...); threads that exit meanwhile are left out."""
+    out = {}
+    for tid in thread_ids(pid):
+        try:
+            out[tid] = _stat_fields(pid, tid)[0]
+        except ProcessNotFound:
+            continue
+    if not out:
+        raise ProcessNotFound(f"no process with PID {pid}")
+    return out
+
+
 def thread_start_time(pid: int, tid: int) -> int:
     """When the thread started (clock ticks since boot): with the tid, it names one thread."""
     return int(_stat_fields(pid, tid)[22 - 3])

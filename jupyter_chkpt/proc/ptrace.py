@@ -1,19 +1,29 @@
 """ptrace on top of python-ptrace's binding layer.
 
 python-ptrace gives the raw call, the register struct and the classic
-requests; this module adds what it lacks: PTRACE_SEIZE/INTERRUPT, register
-sets (XSTATE), signal masks, queued signals, rseq registrations, attaching
-every thread of a process, and adopting threads the process is made to create.
+requests; this module adds what it lacks: PTRACE_SEIZE, register sets
+(XSTATE), signal masks, queued signals, rseq registrations, running a thread
+from one syscall stop to the next, freezing every thread of a process, and
+adopting threads the process is made to create.
+
+Death-safety: a tracer may die at any instant (OOM killer, crash). A process
+is frozen in a group stop (SIGSTOP) before it is seized, so when the tracer
+dies the kernel puts every thread back into that stop instead of letting it
+run on half-changed registers; and threads are only ever resumed to syscall
+stops (PTRACE_SYSCALL), never single-stepped: a trap flag left set by
+PTRACE_SINGLESTEP survives the tracer and kills the process with SIGTRAP.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
 import os
 import signal
 import struct
+import time
 from dataclasses import dataclass, field
 
 from ptrace.binding.func import (
@@ -26,14 +36,14 @@ from ptrace.binding.func import (
 from ptrace.binding.linux_struct import iovec_struct
 from ptrace.error import PtraceError
 
-from ..errors import EngineError, ProcessChanged, PtraceDenied
+from ..errors import EngineError, FreezeTimeout, ProcessChanged, ProcessStopped, PtraceDenied
 from . import procfs
 from .arch import current as arch
 
 log = logging.getLogger(__name__)
 _libc = ctypes.CDLL(None, use_errno=True)
 
-PTRACE_SINGLESTEP = 9
+PTRACE_SYSCALL = 24
 PTRACE_DETACH = 17
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_GETEVENTMSG = 0x4201
@@ -45,7 +55,11 @@ PTRACE_PEEKSIGINFO = 0x4209
 PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
 PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
+PTRACE_O_TRACESYSGOOD = 0x1  # syscall stops report SIGTRAP | 0x80
 PTRACE_O_TRACECLONE = 0x8
+SYSCALL_STOP = signal.SIGTRAP | 0x80
+OPTIONS = PTRACE_O_TRACESYSGOOD  # set at seize, kept by every later SETOPTIONS
+ALL_SIGNALS = (1 << 64) - 1  # the kernel ignores the bits of SIGKILL and SIGSTOP
 PTRACE_EVENT_CLONE = 3
 PTRACE_EVENT_STOP = 128
 PTRACE_PEEKSIGINFO_SHARED = 1
@@ -155,37 +169,34 @@ class Thread:
 
     def trace_clones(self, on: bool) -> None:
         """With `on`, a thread this one creates is attached to us and starts stopped."""
-        _call(PTRACE_SETOPTIONS, self.tid, 0, PTRACE_O_TRACECLONE if on else 0)
+        _call(PTRACE_SETOPTIONS, self.tid, 0, OPTIONS | (PTRACE_O_TRACECLONE if on else 0))
 
-    def single_step(self) -> None:
-        """Execute one instruction; keeps waiting through unrelated stops."""
-        _call(PTRACE_SINGLESTEP, self.tid)
+    def to_syscall_stop(self) -> None:
+        """Let the thread run to its next syscall stop (entry or exit).
+
+        Stops on the way are dealt with: a clone event notes the new thread's tid;
+        a group-stop or interrupt trap is passed; a signal (only SIGSTOP or SIGKILL
+        get through the full mask injection runs under) is kept for the detach.
+        """
+        _call(PTRACE_SYSCALL, self.tid)
         while True:
             status = wait_stop(self.tid)
-            sig = os.WSTOPSIG(status)
-            if sig == signal.SIGTRAP and (status >> 16) == 0:
+            sig, event = os.WSTOPSIG(status), status >> 16
+            if sig == SYSCALL_STOP:
                 return
-            if sig == signal.SIGTRAP and (status >> 16) == PTRACE_EVENT_CLONE:
-                # the stepped syscall created a thread (trace_clones): note its tid
+            if event == PTRACE_EVENT_CLONE:
                 msg = ctypes.c_ulong()
                 _call(PTRACE_GETEVENTMSG, self.tid, 0, ctypes.addressof(msg))
                 self.last_clone = int(msg.value)
-                _call(PTRACE_SINGLESTEP, self.tid)
-                continue
-            if is_event_stop(status):
-                # A leftover PTRACE_INTERRUPT fired before the step: step again.
-                _call(PTRACE_SINGLESTEP, self.tid)
-                continue
-            # A real signal arrived: keep it for later and finish the step.
-            self.pending_signals.append(sig)
-            _call(PTRACE_SINGLESTEP, self.tid)
+            elif event == 0:
+                self.pending_signals.append(sig)
+            _call(PTRACE_SYSCALL, self.tid)
 
-    def step_until_exit(self) -> None:
-        """Let the thread run (step by step) until it has exited and is reaped."""
+    def run_until_exit(self) -> None:
+        """Let the thread run (syscall stop by syscall stop) until it has exited and is reaped."""
         try:
             while True:
-                _call(PTRACE_SINGLESTEP, self.tid)
-                wait_stop(self.tid)
+                self.to_syscall_stop()
         except ThreadExited:
             return
         except PtraceError as e:
@@ -221,9 +232,9 @@ def adopt(pid: int, tid: int) -> Thread:
 
 
 def _seize(pid: int, tid: int) -> Thread | None:
-    """Seize and stop one thread; None if it exited meanwhile."""
+    """Seize one thread that is in the group stop; None if it exited meanwhile."""
     try:
-        _call(PTRACE_SEIZE, tid, 0, 0)
+        _call(PTRACE_SEIZE, tid, 0, OPTIONS)
     except PtraceError as e:
         if e.errno == errno.ESRCH:
             return None
@@ -236,49 +247,95 @@ def _seize(pid: int, tid: int) -> Thread | None:
         ) from None
     thread = Thread(pid, tid)
     try:
-        _call(PTRACE_INTERRUPT, tid)
-        status = wait_stop(tid)
+        # Seizing a thread in a group stop waits until it has become a traced
+        # stop, so its report is there at once; if someone sent SIGCONT since,
+        # it runs, and an interrupt stops it.
+        got, status = os.waitpid(tid, WALL | os.WNOHANG)
+        if got == 0:
+            _call(PTRACE_INTERRUPT, tid)
+            status = wait_stop(tid)
+        elif os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            return None
         if not is_event_stop(status):
             # Signal-delivery-stop: the thread is stopped all the same; keep the
             # signal to deliver it when we let go.
             thread.pending_signals.append(os.WSTOPSIG(status))
         return thread
-    except ThreadExited:
+    except (ThreadExited, ChildProcessError):
         return None
 
 
 class ThreadGroup:
-    """Every thread of a process, seized and stopped.
+    """Every thread of a process, held in a group stop and seized.
 
-    Seizing is repeated until the set of threads is stable: a thread can
-    spawn another between our reading /proc/PID/task and stopping it.
+    The group stop (SIGSTOP, sent through a pidfd) comes first: it is what keeps
+    the process stopped if we die, and once every thread is in it the set of
+    threads cannot change (no thread can clone), so one pass seizes them all.
     """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.threads: dict[int, Thread] = {}
+        self.pidfd = -1
+        self.stopped = False  # we put the process in its group stop: we end it
 
-    def seize_all(self) -> None:
+    def freeze(self, deadline_s: float) -> None:
+        """Stop the process and seize every thread; FreezeTimeout (the process
+        running on, untouched) if a thread does not stop within `deadline_s`."""
+        self._open()
         try:
-            while True:
-                current = procfs.thread_ids(self.pid)
-                new = [tid for tid in current if tid not in self.threads]
-                if not new and set(current) >= set(self.threads):
-                    break
-                for tid in new:
-                    thread = _seize(self.pid, tid)
-                    if thread is not None:
-                        self.threads[tid] = thread
-                # Threads that exited while being seized are gone from the set.
-                alive = set(current)
-                for tid in list(self.threads):
-                    if tid not in alive:
-                        del self.threads[tid]
-            if self.pid not in self.threads:
-                raise ProcessChanged(f"PID {self.pid} exited while it was being frozen")
+            if any(s in ("T", "t") for s in procfs.thread_states(self.pid).values()):
+                raise ProcessStopped(f"PID {self.pid} is stopped (SIGSTOP, Ctrl-Z or a debugger)")
+            signal.pidfd_send_signal(self.pidfd, signal.SIGSTOP)
+            self.stopped = True
+            self._wait_stopped(deadline_s)
+            self._seize_all()
         except BaseException:
-            self.detach_all()
+            self.release()
             raise
+
+    def take_over(self, deadline_s: float) -> None:
+        """Seize a process left in its group stop by a tracer that died (a rescue)."""
+        self._open()
+        self.stopped = True
+        try:
+            self._wait_stopped(deadline_s)
+            self._seize_all()
+        except BaseException:
+            self.release()
+            raise
+
+    def _open(self) -> None:
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            raise ProcessChanged(f"PID {self.pid} exited before it could be frozen") from None
+
+    def _wait_stopped(self, deadline_s: float) -> None:
+        end = time.monotonic() + deadline_s
+        pause = 0.0001
+        while True:
+            states = procfs.thread_states(self.pid)
+            running = [(t, s) for t, s in states.items() if s not in ("T", "t", "Z", "X")]
+            if not running:
+                return
+            if time.monotonic() > end:
+                tid, state = running[0]
+                raise FreezeTimeout(
+                    f"thread {tid} ({procfs.thread_name(self.pid, tid)}) of PID {self.pid} did "
+                    f"not stop within {deadline_s:g} s (state {state})"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
+
+    def _seize_all(self) -> None:
+        for tid, state in procfs.thread_states(self.pid).items():
+            if state not in ("Z", "X"):
+                thread = _seize(self.pid, tid)
+                if thread is not None:
+                    self.threads[tid] = thread
+        if self.pid not in self.threads:
+            raise ProcessChanged(f"PID {self.pid} exited while it was being frozen")
 
     @property
     def main(self) -> Thread:
@@ -289,6 +346,7 @@ class ThreadGroup:
         self.threads.pop(tid, None)
 
     def detach_all(self) -> None:
+        """Let go of every thread; they stay in the group stop until release()."""
         failures = []
         for thread in list(self.threads.values()):
             try:
@@ -298,3 +356,26 @@ class ThreadGroup:
         self.threads.clear()
         if failures:
             log.error("could not detach threads: %s", "; ".join(failures))
+
+    def leave_stopped(self) -> None:
+        """Detach every thread, leaving the process in its group stop."""
+        try:
+            self.detach_all()
+        finally:
+            self.stopped = False
+            if self.pidfd >= 0:
+                os.close(self.pidfd)
+                self.pidfd = -1
+
+    def release(self) -> None:
+        """Detach every thread, then end the group stop: the process runs on."""
+        try:
+            self.detach_all()
+        finally:
+            if self.pidfd >= 0:
+                if self.stopped:
+                    with contextlib.suppress(ProcessLookupError):
+                        signal.pidfd_send_signal(self.pidfd, signal.SIGCONT)
+                    self.stopped = False
+                os.close(self.pidfd)
+                self.pidfd = -1

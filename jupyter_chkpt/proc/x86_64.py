@@ -108,6 +108,24 @@ def resolve_syscall_restart(values: dict[str, int]) -> dict[str, int]:
     return out
 
 
+def without_pending_restart(regs: Regs) -> Regs:
+    """What the kernel would make of `regs` when the thread returns to user mode
+    without running a signal handler, done now: for a thread of a live process
+    that will go on from a syscall stop, where the kernel does no restarting.
+
+    Unlike resolve_syscall_restart the restart block stays usable (the thread's
+    own kernel state is still there), so that case restarts too.
+    """
+    out = copy_regs(regs)
+    if signed(int(regs.orig_rax)) >= 0:
+        ret = signed(int(regs.rax))
+        if ret in (-ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK):
+            out.rip = unsigned(int(regs.rip) - len(SYSCALL_INSN))
+            out.rax = regs.orig_rax if ret != -ERESTART_RESTARTBLOCK else SYS["restart_syscall"]
+    out.orig_rax = _U64
+    return out
+
+
 def load_syscall(regs: Regs, gadget: int, nr: int, args: tuple[int, ...]) -> None:
     """Set up `regs` to execute syscall `nr` at the `syscall` instruction at `gadget`."""
     if len(args) > 6:
