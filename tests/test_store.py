@@ -27,7 +27,7 @@ from jupyter_chkpt.image import (
     ProcessIdentity,
     ThreadImage,
 )
-from jupyter_chkpt.store import GcResult, SnapshotInfo, Store
+from jupyter_chkpt.store import CleanResult, GcResult, SnapshotInfo, Store
 
 HEAP = 0x5555_0000_0000
 STACK = 0x7FFD_0000_0000
@@ -290,7 +290,11 @@ def test_truncated_manifest(tmp_path: Path) -> None:
             CorruptSnapshot, match=f"snapshot {info.id}: manifest.json is truncated"
         ):
             read(info.id)
-    assert store.list() == []  # skipped, with a warning
+    # listed, with why it cannot be restored and what could be made out of it
+    (listed,) = store.list()
+    assert (listed.id, listed.pid, listed.created) == (info.id, info.pid, info.created)
+    assert listed.damage.startswith("manifest.json is truncated")
+    assert store.list(info.pid) == [listed]
 
 
 def test_altered_manifest(tmp_path: Path) -> None:
@@ -364,9 +368,18 @@ def test_leftovers_of_a_crash_are_invisible_and_collected(tmp_path: Path) -> Non
     with pytest.raises(UnknownSnapshot):
         store.resolve("0badc0de")
     result = store.gc()
-    assert result == GcResult(
-        packs_removed=0, packs_rewritten=0, bytes_freed=100 + 1 + 1000 + 10 + 32
-    )
+    assert (result.packs_removed, result.packs_rewritten) == (0, 0)
+    assert result.bytes_freed == 100 + 1 + 1000 + 10 + 32
+    # reported: what was removed (the pack holds no page and nothing lacks one)
+    assert sorted(result.cleaned.removed) == [
+        "packs/00112233aabbccdd.pack",
+        "packs/00112233aabbccde.idx.tmp",
+        "packs/00112233aabbccdf.idx",
+        "snapshots/.del-01234567",
+        "snapshots/.tmp-0badc0de",
+        f"snapshots/{info.id}/manifest.json.tmp",
+    ]
+    assert (result.cleaned.repaired, result.cleaned.damaged, result.damaged) == ((), (), ())
     assert sorted(os.listdir(snaps)) == [info.id]
     assert sorted(os.listdir(snaps / info.id)) == ["manifest.json", "pagemap.bin.zst"]
     assert len(os.listdir(packs)) == 2
@@ -390,7 +403,9 @@ def test_failed_commit_leaves_nothing_visible(
     monkeypatch.undo()
     assert store.list() == []
     assert os.listdir(store.root / "snapshots") == []
-    assert store.gc().packs_removed == 1  # the pack was committed, nothing uses it
+    # the pack was committed under the same lock and taken back with the snapshot
+    assert os.listdir(store.root / "packs") == []
+    assert store.gc() == GcResult(0, 0, 0)
 
 
 # --- permissions ------------------------------------------------------------------
@@ -519,11 +534,15 @@ def test_concurrent_commits_from_two_processes(tmp_path: Path) -> None:
     assert store.gc() == GcResult(0, 0, 0)
 
 
-def test_gc_leaves_alone_a_pack_a_commit_is_about_to_use(tmp_path: Path) -> None:
-    """A commit writes its pack before it takes the store lock, holding the pack's own
-    flock until the snapshot is committed: gc must not take it for debris or dead."""
+def test_gc_leaves_alone_a_pack_a_commit_is_about_to_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without O_TMPFILE a commit writes its named pack before it takes the store lock,
+    holding the pack's own flock until the snapshot is committed: gc must not take it
+    for debris or dead."""
     from jupyter_chkpt.store import packs
 
+    monkeypatch.setattr(packs, "USE_TMPFILE", False)
     store = Store(tmp_path / "s")
     pages = [(bytes([i]) * 4096) for i in range(3)]
     hashes = packs.hash_pages(memoryview(b"".join(pages)), 3)
@@ -534,7 +553,30 @@ def test_gc_leaves_alone_a_pack_a_commit_is_about_to_use(tmp_path: Path) -> None
     assert packs.pack_in_use(store.root / "packs", written.pack_id)
     store.gc()
     assert pack.exists(), "gc removed a pack a commit holds"
-    written.release()
+    assert store.clean() == CleanResult()
+    assert pack.exists(), "clean removed a pack a commit holds"
+    written.release()  # its writer died before committing it
     assert not packs.pack_in_use(store.root / "packs", written.pack_id)
-    assert store.gc().packs_removed == 1  # no snapshot uses it: now it is dead
+    cleaned = store.clean()
+    assert cleaned.removed == (
+        f"packs/{written.pack_id}.idx.tmp",
+        f"packs/{written.pack_id}.pack",
+    )
     assert not pack.exists()
+
+
+def test_a_pack_being_written_is_nameless(tmp_path: Path) -> None:
+    """With O_TMPFILE a pack and its idx have no name until the snapshot that uses
+    them is committed: a writer that dies leaves nothing anyone has to clean."""
+    from jupyter_chkpt.store import packs
+
+    store = Store(tmp_path / "s")
+    pages = b"".join(bytes([i]) * 4096 for i in range(3))
+    written = packs.write_pack(
+        store.root / "packs", [(packs.hash_pages(memoryview(pages), 3), pages)], level=1, threads=1
+    )
+    assert not written.named and written.idx_fd >= 0
+    assert os.listdir(store.root / "packs") == []
+    written.release()  # the writer dies
+    assert os.listdir(store.root / "packs") == []
+    assert store.clean() == CleanResult()
