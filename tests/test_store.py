@@ -580,3 +580,124 @@ def test_a_pack_being_written_is_nameless(tmp_path: Path) -> None:
     written.release()  # the writer dies
     assert os.listdir(store.root / "packs") == []
     assert store.clean() == CleanResult()
+
+
+# --- a lost or damaged pack index (issue 11: gc freed a live snapshot's only pages) ---
+
+
+def damage_file(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "deleted":
+        path.unlink()
+        return
+    if how == "truncated":
+        del data[len(data) // 2 :]
+    elif how == "flipped":
+        data[len(data) - 7] ^= 0x10
+    elif how == "emptied":
+        data.clear()
+    path.write_bytes(data)
+
+
+def commit_new_pack(store: Store, pages: PageRuns) -> tuple[SnapshotInfo, Path]:
+    """Commit; the snapshot and the one new pack it wrote."""
+    before = set(pack_files(store.root, "pack"))
+    info = store.commit(make_meta(), pages)
+    (pack,) = set(pack_files(store.root, "pack")) - before
+    return info, pack
+
+
+@pytest.mark.parametrize("how", ["deleted", "truncated", "flipped", "emptied"])
+def test_gc_rebuilds_a_lost_idx_from_its_pack(tmp_path: Path, how: str) -> None:
+    store = make_store(tmp_path / "s")
+    a, a_pack = commit_new_pack(store, image(seed=1))
+    doomed, doomed_pack = commit_new_pack(store, image(seed=2))
+    b, b_pack = commit_new_pack(store, image(seed=3))
+    store.delete(doomed.id)
+    for pack in (a_pack, doomed_pack):
+        damage_file(pack.with_suffix(".idx"), how)
+    # as another process sees it (one that read the idx before it was damaged in place
+    # still finds the pages through what it read, which is right: the pack is whole)
+    store = make_store(store.root)
+
+    # the snapshot is listed as damaged, with why and what to do
+    listed = {i.id: i for i in store.list()}
+    assert listed[a.id].damage == (
+        "42 of its pages are in no pack of the store (the first at 0x555500000000); "
+        "2 pack(s) of the store have a missing or damaged idx"
+    )
+    # b's zero page was a's already
+    assert listed[b.id].damage.startswith("2 of its pages are in no pack of the store")
+    assert store.check(a.id) == listed[a.id].damage
+    with pytest.raises(CorruptSnapshot, match="in no pack") as err:
+        store.load_pagemap(a.id)
+    assert "jupyter-chkpt gc" in err.value.remedy
+
+    result = store.gc()
+    # a's idx is rebuilt from its pack; the deleted snapshot's pack, which nothing
+    # needs, goes; b's pack is untouched
+    (repaired,) = result.cleaned.repaired
+    assert repaired.startswith(f"packs/{a_pack.stem}.idx rebuilt from its pack (40 pages;")
+    assert f"packs/{doomed_pack.stem}.pack" in result.cleaned.removed
+    assert result.damaged == () and result.cleaned.damaged == ()
+    assert sorted(p.name for p in pack_files(store.root, "*")) == sorted(
+        [a_pack.name, a_pack.stem + ".idx", b_pack.name, b_pack.stem + ".idx"]
+    )
+    assert [i.damage for i in store.list()] == ["", ""]
+    assert_same(store.load(a.id)[1], image(seed=1))
+    assert_same(store.load(b.id)[1], image(seed=3))
+    assert store.gc() == GcResult(0, 0, 0)
+
+
+@pytest.mark.parametrize("pack_damage", ["first frame", "tail"])
+def test_gc_keeps_a_pack_it_cannot_read_without_its_idx(tmp_path: Path, pack_damage: str) -> None:
+    """The idx is gone and the pack cannot be read (whole): pages a snapshot needs may
+    be in it, so gc removes no pack, says why and what to do."""
+    store = make_store(tmp_path / "s")
+    a, a_pack = commit_new_pack(store, image(seed=1))
+    doomed, doomed_pack = commit_new_pack(store, image(seed=2))
+    store.delete(doomed.id)  # its pack is dead: gc would remove it
+    a_pack.with_suffix(".idx").unlink()
+    data = bytearray(a_pack.read_bytes())
+    if pack_damage == "first frame":
+        data[4] ^= 0xFF  # the first frame's header
+    else:
+        del data[-50:]  # the last frame loses its end
+    a_pack.write_bytes(data)
+    store = make_store(store.root)
+
+    with pytest.raises(CorruptSnapshot, match=f"snapshot\\(s\\) {a.id} use .* page\\(s\\)") as err:
+        store.gc()
+    assert "gc stopped before removing any pack" in err.value.message
+    assert "jupyter-chkpt rm" in err.value.remedy
+    # nothing was removed, not even the dead pack (partial data; a backup may come back)
+    assert doomed_pack.exists() and a_pack.read_bytes() == data
+    (listed,) = store.list()
+    assert "of its pages are in no pack of the store" in listed.damage
+    with pytest.raises(CorruptSnapshot, match="in no pack"):
+        store.load(a.id)
+
+    # once the damaged snapshot is deleted, gc frees everything
+    store.delete(a.id)
+    result = store.gc()
+    assert result.damaged == ()
+    assert pack_files(store.root, "*") == []
+
+
+def test_clean_rebuilds_an_idx_without_a_gc(tmp_path: Path) -> None:
+    """clean() (what a helper runs when it starts) repairs too, and removes no pack
+    with pages a snapshot uses; a pack it holds the only pages of is rebuilt, even
+    when another pack of the store is unreadable."""
+    store = make_store(tmp_path / "s")
+    a, a_pack = commit_new_pack(store, image(seed=1))
+    a_pack.with_suffix(".idx").unlink()
+    (store.root / "packs" / ("f" * 16 + ".pack")).write_bytes(b"not zstd at all" * 100)
+    store = make_store(store.root)
+    cleaned = store.clean()
+    assert cleaned.removed == (f"packs/{'f' * 16}.pack",)
+    assert cleaned.repaired == (
+        f"packs/{a_pack.stem}.idx rebuilt from its pack (40 pages; it had no idx)",
+    )
+    assert cleaned.lines()[0].startswith("removed 1 leftover(s) of interrupted operations")
+    assert_same(store.load(a.id)[1], image(seed=1))
+    assert store.clean() == CleanResult()
