@@ -32,6 +32,7 @@ DEL_PREFIX = ".del-"  # a snapshot being deleted
 TMP_SUFFIX = ".tmp"  # a file being replaced
 
 ID_RE = re.compile(r"[0-9a-f]{8}")
+PACK_ID_RE = re.compile(r"[0-9a-f]{16}")
 
 
 def resolve_root(root: str | os.PathLike[str] | None) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import logging
 import mmap
@@ -13,7 +14,7 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 _SLOT_MASK = (1 << SLOT_BITS) - 1
 
+
+# In a snapshot being committed (.tmp-<id>/): the id of the pack committed with it.
+PACK_MARKER = "pack" + layout.TMP_SUFFIX
 
 COMMIT_ATTEMPTS = 3  # plans, when gc removed a pack the planned snapshot counted on
 
@@ -69,6 +73,29 @@ class GcResult:
     bytes_freed: int  # net: removed minus what rewritten packs take; debris included
     cleaned: CleanResult = CleanResult()
     damaged: tuple[str, ...] = ()  # snapshots some of whose pages are in no pack
+    # what was kept and why (informative: not compared)
+    packs_kept: int = field(default=0, compare=False)  # whole: every page of them in use
+    pages_kept: int = field(default=0, compare=False)  # pages snapshots use, counted once
+    snapshots: int = field(default=0, compare=False)  # whose pages were kept
+    busy: tuple[str, ...] = field(default=(), compare=False)  # a commit was writing them
+
+    def lines(self) -> builtins.list[str]:
+        """For people: what gc removed, what it kept and why."""
+        out = [
+            f"removed {self.packs_removed} pack(s) no snapshot uses, rewrote "
+            f"{self.packs_rewritten} partly used one(s), freed {_human(self.bytes_freed)}",
+            f"kept {self.packs_kept} pack(s) whole and {self.pages_kept} page(s) in all: "
+            f"the pages of {self.snapshots} snapshot(s)",
+        ]
+        out += [f"kept pack {p}: a snapshot being committed is writing it" for p in self.busy]
+        out += self.cleaned.lines()
+        if self.damaged:
+            out.append(
+                f"damaged: snapshot(s) {', '.join(self.damaged)} lack pages no pack holds; "
+                "they cannot be restored (`jupyter-chkpt ls` says why; delete them with "
+                "`jupyter-chkpt rm ID`)"
+            )
+        return out
 
 
 class Store:
@@ -101,6 +128,16 @@ class Store:
     def free_bytes(self) -> int:
         """Bytes still free for us on the store's file system."""
         return layout.free_bytes(self.root)
+
+    def ensure_room(self, needed: int, what: str) -> None:
+        """StoreFull if fewer than `needed` bytes are free: `what` says what they are
+        for and how they were counted (a caller's estimate, made before it acts)."""
+        free = self.free_bytes()
+        if free < needed:
+            raise StoreFull(
+                f"the snapshot would not fit in the store {self.root}: {what} need at least "
+                f"{_human(needed)}, and {_human(free)} is free; nothing was done"
+            )
 
     # --- writing ------------------------------------------------------------
 
@@ -267,11 +304,10 @@ class Store:
                     written.abort()
                 return None
             tmp: Path | None = None
+            done = False
             try:
                 stored_bytes = 0
                 if written is not None:
-                    written.commit()
-                    self._index.note_written(self._packs, written)
                     stored_bytes = written.nbytes
                     deps = {**deps, written.pack_id: packs.frames_end(written.frames)}
                 snap_id, tmp = self._claim_id(snap_id)
@@ -289,17 +325,28 @@ class Store:
                 )
                 layout.write_file(tmp / manifest.PAGEMAP, pagemap_data)
                 layout.write_file(tmp / manifest.MANIFEST, manifest.dumps(m))
+                if written is not None:
+                    # names the pack for clean() should we die between its commit and
+                    # the rename below: then nothing uses it, it is debris (FORMAT.md §7)
+                    layout.write_file(tmp / PACK_MARKER, written.pack_id.encode())
                 layout.fsync_dir(tmp)
+                if written is not None:
+                    written.commit()
+                    self._index.note_written(self._packs, written)
                 os.rename(tmp, self._snaps / snap_id)
-                tmp = None
+                done, tmp = True, None
                 layout.fsync_dir(self._snaps)
             except BaseException:
                 if tmp is not None:
                     shutil.rmtree(tmp, ignore_errors=True)
-                if written is not None:
+                if written is not None and not done:
                     # nobody can have used its pages: we held the exclusive lock all along
                     written.abort()
                 raise
+            if written is not None:
+                # a leftover marker in a committed snapshot means nothing (clean removes it)
+                with contextlib.suppress(OSError):
+                    os.unlink(self._snaps / snap_id / PACK_MARKER)
             self._health.committed(snap_id, self._snaps / snap_id / manifest.PAGEMAP, deps)
         self._health.remember_pm(pm, deps)
         return SnapshotInfo.from_manifest(m), pm
@@ -347,7 +394,7 @@ class Store:
             tmp = self._snaps / f"{layout.TMP_PREFIX}{snap_id}"
             if not (self._snaps / snap_id).exists():
                 try:
-                    os.mkdir(tmp, layout.DIR_MODE)
+                    layout.mkdir_private(tmp)
                     return snap_id, tmp
                 except FileExistsError:
                     pass
@@ -640,8 +687,9 @@ class Store:
         needed). A pack a writer holds is never touched; nothing a snapshot uses is
         removed; a pack that cannot be read is left alone and reported."""
         with layout.locked(self.root, exclusive=True):
-            removed, freed = self._remove_snapshot_debris()
-            result = self._clean_packs(None)
+            self._reread_indexes()
+            removed, freed, orphans = self._remove_snapshot_debris()
+            result = self._clean_packs(None, orphans)
             return dataclasses.replace(
                 result,
                 removed=tuple(removed) + result.removed,
@@ -654,9 +702,10 @@ class Store:
         pages that one needs), or if pages some snapshot needs are in no readable
         pack while a pack cannot be read whole (they may be in it)."""
         with layout.locked(self.root, exclusive=True):
-            removed, freed = self._remove_snapshot_debris()
+            self._reread_indexes()
+            removed, freed, orphans = self._remove_snapshot_debris()
             live = self._live_pages()  # raises for an unreadable snapshot
-            cleaned = self._clean_packs(live)
+            cleaned = self._clean_packs(live, orphans)
             cleaned = dataclasses.replace(
                 cleaned,
                 removed=tuple(removed) + cleaned.removed,
@@ -679,11 +728,14 @@ class Store:
                     )
             claimed: set[bytes] = set()  # a page copied into several packs lives in the first
             dead: builtins.list[str] = []
+            busy: builtins.list[str] = []
+            whole = 0
             partial: builtins.list[
                 tuple[str, builtins.list[tuple[PackFrame, builtins.list[int]]]]
             ] = []
             for pack_id in sorted(self._index.packs):
                 if packs.pack_in_use(self._packs, pack_id):
+                    busy.append(pack_id)
                     continue  # a commit is about to use it: neither dead nor rewritable
                 keep = []  # (frame, live slots)
                 total = kept = 0
@@ -701,6 +753,8 @@ class Store:
                     dead.append(pack_id)
                 elif kept < total:
                     partial.append((pack_id, keep))
+                else:
+                    whole += 1
             if partial:
                 # the new pack is committed before any old one goes: a crash leaves duplicates, never holes
                 try:
@@ -738,16 +792,32 @@ class Store:
                 bytes_freed=freed,
                 cleaned=cleaned,
                 damaged=tuple(sorted(set(missing.values()))),
+                packs_kept=whole,
+                pages_kept=len(claimed),
+                snapshots=len(self._ids()),
+                busy=tuple(busy),
             )
 
-    def _remove_snapshot_debris(self) -> tuple[builtins.list[str], int]:
+    def _reread_indexes(self) -> None:
+        """Forget what this process read of the pack indexes: an idx damaged in place
+        since then (same inode) must be seen as it is now before deciding what to remove."""
+        self._index = packs.PackIndex()
+
+    def _remove_snapshot_debris(self) -> tuple[builtins.list[str], int, builtins.list[str]]:
         """Entries of snapshots/ that are not snapshots (.tmp-, .del-) and *.tmp files
         in snapshot directories: made and finished under the exclusive lock, so
-        whatever is left of them now was interrupted."""
-        removed, freed = [], 0
+        whatever is left of them now was interrupted. Also returns the packs that
+        interrupted commits named in their PACK_MARKER (committed, maybe, but for
+        a snapshot that never was)."""
+        removed, freed, orphans = [], 0, []
         for name in sorted(os.listdir(self._snaps)):
             path = self._snaps / name
             if name.startswith("."):
+                if name.startswith(layout.TMP_PREFIX):
+                    with contextlib.suppress(OSError, UnicodeDecodeError):
+                        pack_id = (path / PACK_MARKER).read_bytes().decode()
+                        if layout.PACK_ID_RE.fullmatch(pack_id):
+                            orphans.append(pack_id)
                 freed += _remove(path)
                 removed.append(f"{layout.SNAPSHOTS}/{name}")
             elif layout.ID_RE.fullmatch(name) and path.is_dir():
@@ -756,12 +826,16 @@ class Store:
                     removed.append(f"{layout.SNAPSHOTS}/{name}/{stray.name}")
         if removed:
             layout.fsync_dir(self._snaps)
-        return removed, freed
+        return removed, freed, orphans
 
-    def _clean_packs(self, live: dict[bytes, str] | None) -> CleanResult:
+    def _clean_packs(
+        self, live: dict[bytes, str] | None, orphans: builtins.list[str]
+    ) -> CleanResult:
         """Debris in packs/ and packs without a readable idx (see clean). `live`: every
         page a snapshot uses, if known; else worked out here if needed, and if a
-        snapshot is unreadable, idx-less packs are repaired but never removed."""
+        snapshot is unreadable, idx-less packs are repaired but never removed.
+        `orphans`: committed packs of interrupted commits; removed unless a snapshot
+        committed since uses pages that only they hold."""
         removed: builtins.list[str] = []
         repaired: builtins.list[str] = []
         damaged: builtins.list[str] = []
@@ -836,6 +910,37 @@ class Store:
                         if (self._packs / f"{pack_id}.{ext}").exists():
                             freed += _remove(self._packs / f"{pack_id}.{ext}")
                             removed.append(f"{name}.{ext}")
+        orphans = [
+            p
+            for p in dict.fromkeys(orphans)
+            if p in self._index.packs and not packs.pack_in_use(self._packs, p)
+        ]
+        if orphans and live is None:
+            try:
+                live = self._live_pages()
+            except StoreError as e:
+                log.warning("clean: packs of interrupted commits are kept: %s", e)
+        if orphans and live is not None:
+            frames, pages = self._index.frames, self._index.pages
+            only_there: dict[str, int] = {}  # pages snapshots find in that pack alone
+            for h in live:
+                loc = pages.get(h)
+                if loc is not None and frames[loc >> SLOT_BITS].pack in orphans:
+                    pack_id = frames[loc >> SLOT_BITS].pack
+                    only_there[pack_id] = only_there.get(pack_id, 0) + 1
+            for pack_id in orphans:
+                name = f"{layout.PACKS}/{pack_id}"
+                if only_there.get(pack_id):
+                    log.info(
+                        "clean: kept %s of an interrupted commit: snapshots committed since "
+                        "use %d of its pages",
+                        name,
+                        only_there[pack_id],
+                    )
+                    continue
+                for ext in ("idx", "pack"):  # idx first: see gc
+                    freed += _remove(self._packs / f"{pack_id}.{ext}")
+                    removed.append(f"{name}.{ext}")
         if removed or repaired:
             layout.fsync_dir(self._packs)
             self._index.refresh(self._packs)
