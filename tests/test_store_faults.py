@@ -416,3 +416,41 @@ def test_cli_shows_damage_and_gc_says_what_it_kept(tmp_path: Path) -> None:
     assert "kept 2 pack(s) whole" in out and "the pages of 2 snapshot(s)" in out
     assert "DAMAGED" not in cli("ls", *s).stdout
     assert_same(Store(store.root).load(a.id)[1], image(seed=1))
+
+
+def test_a_starting_helper_cleans_the_store(helper_dirs: tuple[Path, Path]) -> None:
+    """The debris of a helper killed mid-commit goes when the next helper starts,
+    which says so (log and status); the older snapshot is untouched."""
+    import time
+
+    from jupyter_chkpt.helper.client import HelperClient
+
+    root = helper_dirs[1]
+    store = make_store(root)
+    old = store.commit(make_meta(), image(seed=1))
+    before = tree(root)
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); import test_store_faults as t; "
+            "t._commit_and_die(sys.argv[2], 'pack committed', True)",
+            str(Path(__file__).parent),
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert tree(root) != before
+    with HelperClient() as c:  # starts a helper on this store
+        deadline = time.monotonic() + 60
+        while not (cleaned := c.call("status", timeout=10)["store"]["cleaned_at_start"]):
+            assert time.monotonic() < deadline, "the helper never reported cleaning"
+            time.sleep(0.05)
+    assert cleaned[0].startswith("removed 3 leftover(s) of interrupted operations")
+    assert tree(root) == before
+    status = cli("helper", "status").stdout
+    assert "at start, the helper removed 3 leftover(s)" in status
+    assert_same(Store(root).load(old.id)[1], image(seed=1))
