@@ -454,3 +454,17 @@ def test_a_starting_helper_cleans_the_store(helper_dirs: tuple[Path, Path]) -> N
     status = cli("helper", "status").stdout
     assert "at start, the helper removed 3 leftover(s)" in status
     assert_same(Store(root).load(old.id)[1], image(seed=1))
+
+
+def test_kernel_listing_says_why_a_snapshot_is_damaged(tmp_path: Path) -> None:
+    """%snapshots renders what the helper lists: a damaged snapshot is there, marked."""
+    from jupyter_chkpt.kernel import tree
+
+    store = make_store(tmp_path / "s")
+    a, a_pack = commit_new_pack(store, image(seed=1))
+    a_pack.unlink()
+    (listed,) = make_store(store.root).list()
+    line = tree.describe(listed.to_json())
+    assert line.startswith(a.id)
+    assert "DAMAGED: 42 of its pages are in no pack of the store" in line
+    assert "DAMAGED" not in tree.describe({**listed.to_json(), "damage": ""})
