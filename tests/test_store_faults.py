@@ -468,3 +468,18 @@ def test_kernel_listing_says_why_a_snapshot_is_damaged(tmp_path: Path) -> None:
     assert line.startswith(a.id)
     assert "DAMAGED: 42 of its pages are in no pack of the store" in line
     assert "DAMAGED" not in tree.describe({**listed.to_json(), "damage": ""})
+
+
+def test_helper_directory_and_its_parents_are_private_under_umask_000(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_chkpt.helper import paths
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "run" / "time"))
+    old = os.umask(0)
+    try:
+        d = paths.helper_dir()
+    finally:
+        os.umask(old)
+    for p in (tmp_path / "run", tmp_path / "run" / "time", d):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o700, p
