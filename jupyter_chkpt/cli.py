@@ -59,17 +59,24 @@ class Command:
 
 class CheckCommand(Command):
     name = "check"
-    help = "show what this machine allows; exit status 1 if snapshots cannot work here"
-    uses_store = False
+    help = (
+        "show what this machine allows and which snapshots of the store are damaged; "
+        "exit status 1 if snapshots cannot work here"
+    )
 
     def run(self, args: argparse.Namespace) -> int:
         from .proc.capabilities import probe, snapshots_possible
 
         caps = probe()
         possible = snapshots_possible(caps)
+        store = self.store_health(args)
         if args.json:
             _print_json(
-                {"snapshots_possible": possible, "capabilities": [c.__dict__ for c in caps]}
+                {
+                    "snapshots_possible": possible,
+                    "capabilities": [c.__dict__ for c in caps],
+                    "store": store,
+                }
             )
         else:
             rows = [
@@ -88,7 +95,39 @@ class CheckCommand(Command):
                 if possible
                 else "Snapshots cannot work on this machine (see the required rows marked NO)."
             )
+            print()
+            if store["error"]:
+                print(f"store {store['root']}: {store['error']}")
+            elif not store["exists"]:
+                print(f"store {store['root']}: none yet (made by the first snapshot)")
+            else:
+                print(
+                    f"store {store['root']}: {store['snapshots']} snapshot(s), "
+                    f"{len(store['damaged'])} damaged, {_human(store['free_bytes'])} free"
+                )
+                _print_damage([argparse.Namespace(**d) for d in store["damaged"]])
         return 0 if possible else EXIT_ERROR
+
+    @staticmethod
+    def store_health(args: argparse.Namespace) -> dict[str, Any]:
+        """The store's snapshots and which are damaged; a store that does not exist
+        yet is not made."""
+        from .store import Store, layout
+
+        root = layout.resolve_root(args.store)
+        out: dict[str, Any] = {"root": str(root), "exists": root.exists(), "error": ""}
+        if not out["exists"]:
+            return out
+        try:
+            store = Store(root)
+            infos = store.list()
+            out["free_bytes"] = store.free_bytes()
+        except ChkptError as e:
+            out["error"] = str(e)
+            return out
+        out["snapshots"] = len(infos)
+        out["damaged"] = [{"id": i.id, "pid": i.pid, "damage": i.damage} for i in infos if i.damage]
+        return out
 
 
 class SnapshotCommand(Command):
@@ -174,8 +213,29 @@ class LsCommand(Command):
             ]
             for i in infos
         ]
-        _table(rows, ["ID", "PID", "CREATED", "MEMORY", "STORED", "LABEL"])
+        damaged = [i for i in infos if i.damage]
+        if damaged:  # a column that says which, and why below the table
+            for row, i in zip(rows, infos, strict=True):
+                row.append("DAMAGED" if i.damage else "ok")
+        _table(
+            rows,
+            ["ID", "PID", "CREATED", "MEMORY", "STORED", "LABEL"] + (["STATE"] if damaged else []),
+        )
+        _print_damage(damaged)
         return 0
+
+
+def _print_damage(damaged: list[Any]) -> None:
+    """Why each damaged snapshot cannot be restored, and what to do."""
+    if not damaged:
+        return
+    print()
+    for i in damaged:
+        print(f"{i.id} cannot be restored: {i.damage}")
+    print(
+        "Run `jupyter-chkpt gc` if packs lost their index (it rebuilds them and removes nothing "
+        "a snapshot uses); delete what stays damaged with `jupyter-chkpt rm ID`."
+    )
 
 
 class ShowCommand(Command):
@@ -218,14 +278,14 @@ class GcCommand(Command):
     help = "free the space of pages no snapshot uses any more"
 
     def run(self, args: argparse.Namespace) -> int:
+        import dataclasses
+
         result = self.store(args).gc()
         if args.json:
-            _print_json(result.__dict__)
+            _print_json(dataclasses.asdict(result))
         else:
-            print(
-                f"removed {result.packs_removed} packs, rewrote {result.packs_rewritten}, "
-                f"freed {_human(result.bytes_freed)}"
-            )
+            for line in result.lines():
+                print(line)
         return 0
 
 
@@ -264,6 +324,8 @@ class HelperCommand(Command):
             f"store {store['root']}: {store['snapshots']} snapshots, "
             f"{_human(store['bytes_on_disk'])}; {status['held_files']} files held"
         )
+        for line in store.get("cleaned_at_start", []):
+            print(f"at start, the helper {line}" if line.startswith("removed") else line)
         for k in status["kernels"]:
             print(f"kernel PID {k['pid']} {k['kernel_id']}  live snapshot: {k['live'] or '-'}")
         return 0

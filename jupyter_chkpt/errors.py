@@ -150,6 +150,23 @@ class UnsupportedFormat(StoreError):
     remedy = "The snapshot was written by a different version of jupyter-chkpt; use that version to restore it"
 
 
+class StoreUnavailable(StoreError):
+    """The store's directory cannot be created or used (a path under a regular file, a
+    read-only file system, ...)."""
+
+    remedy = "Choose a directory you can create and write: --store DIR, or set JUPYTER_CHKPT_STORE"
+
+
+class StoreFull(StoreError):
+    """The snapshot does not fit on the store's file system; nothing was left behind."""
+
+    remedy = (
+        "Nothing was stored and the process runs on. Free disk space, delete snapshots you no "
+        "longer need (`jupyter-chkpt rm ID`, then `jupyter-chkpt gc`), or choose a store on a "
+        "larger file system with JUPYTER_CHKPT_STORE"
+    )
+
+
 # --- the helper daemon and its clients --------------------------------------------
 
 

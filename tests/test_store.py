@@ -27,7 +27,7 @@ from jupyter_chkpt.image import (
     ProcessIdentity,
     ThreadImage,
 )
-from jupyter_chkpt.store import GcResult, SnapshotInfo, Store
+from jupyter_chkpt.store import CleanResult, GcResult, SnapshotInfo, Store
 
 HEAP = 0x5555_0000_0000
 STACK = 0x7FFD_0000_0000
@@ -290,7 +290,11 @@ def test_truncated_manifest(tmp_path: Path) -> None:
             CorruptSnapshot, match=f"snapshot {info.id}: manifest.json is truncated"
         ):
             read(info.id)
-    assert store.list() == []  # skipped, with a warning
+    # listed, with why it cannot be restored and what could be made out of it
+    (listed,) = store.list()
+    assert (listed.id, listed.pid, listed.created) == (info.id, info.pid, info.created)
+    assert listed.damage.startswith("manifest.json is truncated")
+    assert store.list(info.pid) == [listed]
 
 
 def test_altered_manifest(tmp_path: Path) -> None:
@@ -364,9 +368,18 @@ def test_leftovers_of_a_crash_are_invisible_and_collected(tmp_path: Path) -> Non
     with pytest.raises(UnknownSnapshot):
         store.resolve("0badc0de")
     result = store.gc()
-    assert result == GcResult(
-        packs_removed=0, packs_rewritten=0, bytes_freed=100 + 1 + 1000 + 10 + 32
-    )
+    assert (result.packs_removed, result.packs_rewritten) == (0, 0)
+    assert result.bytes_freed == 100 + 1 + 1000 + 10 + 32
+    # reported: what was removed (the pack holds no page and nothing lacks one)
+    assert sorted(result.cleaned.removed) == [
+        "packs/00112233aabbccdd.pack",
+        "packs/00112233aabbccde.idx.tmp",
+        "packs/00112233aabbccdf.idx",
+        "snapshots/.del-01234567",
+        "snapshots/.tmp-0badc0de",
+        f"snapshots/{info.id}/manifest.json.tmp",
+    ]
+    assert (result.cleaned.repaired, result.cleaned.damaged, result.damaged) == ((), (), ())
     assert sorted(os.listdir(snaps)) == [info.id]
     assert sorted(os.listdir(snaps / info.id)) == ["manifest.json", "pagemap.bin.zst"]
     assert len(os.listdir(packs)) == 2
@@ -390,7 +403,9 @@ def test_failed_commit_leaves_nothing_visible(
     monkeypatch.undo()
     assert store.list() == []
     assert os.listdir(store.root / "snapshots") == []
-    assert store.gc().packs_removed == 1  # the pack was committed, nothing uses it
+    # the pack was committed under the same lock and taken back with the snapshot
+    assert os.listdir(store.root / "packs") == []
+    assert store.gc() == GcResult(0, 0, 0)
 
 
 # --- permissions ------------------------------------------------------------------
@@ -519,11 +534,15 @@ def test_concurrent_commits_from_two_processes(tmp_path: Path) -> None:
     assert store.gc() == GcResult(0, 0, 0)
 
 
-def test_gc_leaves_alone_a_pack_a_commit_is_about_to_use(tmp_path: Path) -> None:
-    """A commit writes its pack before it takes the store lock, holding the pack's own
-    flock until the snapshot is committed: gc must not take it for debris or dead."""
+def test_gc_leaves_alone_a_pack_a_commit_is_about_to_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without O_TMPFILE a commit writes its named pack before it takes the store lock,
+    holding the pack's own flock until the snapshot is committed: gc must not take it
+    for debris or dead."""
     from jupyter_chkpt.store import packs
 
+    monkeypatch.setattr(packs, "USE_TMPFILE", False)
     store = Store(tmp_path / "s")
     pages = [(bytes([i]) * 4096) for i in range(3)]
     hashes = packs.hash_pages(memoryview(b"".join(pages)), 3)
@@ -534,7 +553,151 @@ def test_gc_leaves_alone_a_pack_a_commit_is_about_to_use(tmp_path: Path) -> None
     assert packs.pack_in_use(store.root / "packs", written.pack_id)
     store.gc()
     assert pack.exists(), "gc removed a pack a commit holds"
-    written.release()
+    assert store.clean() == CleanResult()
+    assert pack.exists(), "clean removed a pack a commit holds"
+    written.release()  # its writer died before committing it
     assert not packs.pack_in_use(store.root / "packs", written.pack_id)
-    assert store.gc().packs_removed == 1  # no snapshot uses it: now it is dead
+    cleaned = store.clean()
+    assert cleaned.removed == (
+        f"packs/{written.pack_id}.idx.tmp",
+        f"packs/{written.pack_id}.pack",
+    )
     assert not pack.exists()
+
+
+def test_a_pack_being_written_is_nameless(tmp_path: Path) -> None:
+    """With O_TMPFILE a pack and its idx have no name until the snapshot that uses
+    them is committed: a writer that dies leaves nothing anyone has to clean."""
+    from jupyter_chkpt.store import packs
+
+    store = Store(tmp_path / "s")
+    pages = b"".join(bytes([i]) * 4096 for i in range(3))
+    written = packs.write_pack(
+        store.root / "packs", [(packs.hash_pages(memoryview(pages), 3), pages)], level=1, threads=1
+    )
+    assert not written.named and written.idx_fd >= 0
+    assert os.listdir(store.root / "packs") == []
+    written.release()  # the writer dies
+    assert os.listdir(store.root / "packs") == []
+    assert store.clean() == CleanResult()
+
+
+# --- a lost or damaged pack index (issue 11: gc freed a live snapshot's only pages) ---
+
+
+def damage_file(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "deleted":
+        path.unlink()
+        return
+    if how == "truncated":
+        del data[len(data) // 2 :]
+    elif how == "flipped":
+        data[len(data) - 7] ^= 0x10
+    elif how == "emptied":
+        data.clear()
+    path.write_bytes(data)
+
+
+def commit_new_pack(store: Store, pages: PageRuns) -> tuple[SnapshotInfo, Path]:
+    """Commit; the snapshot and the one new pack it wrote."""
+    before = set(pack_files(store.root, "pack"))
+    info = store.commit(make_meta(), pages)
+    (pack,) = set(pack_files(store.root, "pack")) - before
+    return info, pack
+
+
+@pytest.mark.parametrize("how", ["deleted", "truncated", "flipped", "emptied"])
+def test_gc_rebuilds_a_lost_idx_from_its_pack(tmp_path: Path, how: str) -> None:
+    store = make_store(tmp_path / "s")
+    a, a_pack = commit_new_pack(store, image(seed=1))
+    doomed, doomed_pack = commit_new_pack(store, image(seed=2))
+    b, b_pack = commit_new_pack(store, image(seed=3))
+    store.delete(doomed.id)
+    for pack in (a_pack, doomed_pack):
+        damage_file(pack.with_suffix(".idx"), how)
+    # as another process sees it (one that read the idx before it was damaged in place
+    # still finds the pages through what it read, which is right: the pack is whole)
+    store = make_store(store.root)
+
+    # the snapshot is listed as damaged, with why and what to do
+    listed = {i.id: i for i in store.list()}
+    assert listed[a.id].damage == (
+        "42 of its pages are in no pack of the store (the first at 0x555500000000); "
+        "2 pack(s) of the store have a missing or damaged idx"
+    )
+    # b's zero page was a's already
+    assert listed[b.id].damage.startswith("2 of its pages are in no pack of the store")
+    assert store.check(a.id) == listed[a.id].damage
+    with pytest.raises(CorruptSnapshot, match="in no pack") as err:
+        store.load_pagemap(a.id)
+    assert "jupyter-chkpt gc" in err.value.remedy
+
+    result = store.gc()
+    # a's idx is rebuilt from its pack; the deleted snapshot's pack, which nothing
+    # needs, goes; b's pack is untouched
+    (repaired,) = result.cleaned.repaired
+    assert repaired.startswith(f"packs/{a_pack.stem}.idx rebuilt from its pack (40 pages;")
+    assert f"packs/{doomed_pack.stem}.pack" in result.cleaned.removed
+    assert result.damaged == () and result.cleaned.damaged == ()
+    assert sorted(p.name for p in pack_files(store.root, "*")) == sorted(
+        [a_pack.name, a_pack.stem + ".idx", b_pack.name, b_pack.stem + ".idx"]
+    )
+    assert [i.damage for i in store.list()] == ["", ""]
+    assert_same(store.load(a.id)[1], image(seed=1))
+    assert_same(store.load(b.id)[1], image(seed=3))
+    assert store.gc() == GcResult(0, 0, 0)
+
+
+@pytest.mark.parametrize("pack_damage", ["first frame", "tail"])
+def test_gc_keeps_a_pack_it_cannot_read_without_its_idx(tmp_path: Path, pack_damage: str) -> None:
+    """The idx is gone and the pack cannot be read (whole): pages a snapshot needs may
+    be in it, so gc removes no pack, says why and what to do."""
+    store = make_store(tmp_path / "s")
+    a, a_pack = commit_new_pack(store, image(seed=1))
+    doomed, doomed_pack = commit_new_pack(store, image(seed=2))
+    store.delete(doomed.id)  # its pack is dead: gc would remove it
+    a_pack.with_suffix(".idx").unlink()
+    data = bytearray(a_pack.read_bytes())
+    if pack_damage == "first frame":
+        data[4] ^= 0xFF  # the first frame's header
+    else:
+        del data[-50:]  # the last frame loses its end
+    a_pack.write_bytes(data)
+    store = make_store(store.root)
+
+    with pytest.raises(CorruptSnapshot, match=f"snapshot\\(s\\) {a.id} use .* page\\(s\\)") as err:
+        store.gc()
+    assert "gc stopped before removing any pack" in err.value.message
+    assert "jupyter-chkpt rm" in err.value.remedy
+    # nothing was removed, not even the dead pack (partial data; a backup may come back)
+    assert doomed_pack.exists() and a_pack.read_bytes() == data
+    (listed,) = store.list()
+    assert "of its pages are in no pack of the store" in listed.damage
+    with pytest.raises(CorruptSnapshot, match="in no pack"):
+        store.load(a.id)
+
+    # once the damaged snapshot is deleted, gc frees everything
+    store.delete(a.id)
+    result = store.gc()
+    assert result.damaged == ()
+    assert pack_files(store.root, "*") == []
+
+
+def test_clean_rebuilds_an_idx_without_a_gc(tmp_path: Path) -> None:
+    """clean() (what a helper runs when it starts) repairs too, and removes no pack
+    with pages a snapshot uses; a pack it holds the only pages of is rebuilt, even
+    when another pack of the store is unreadable."""
+    store = make_store(tmp_path / "s")
+    a, a_pack = commit_new_pack(store, image(seed=1))
+    a_pack.with_suffix(".idx").unlink()
+    (store.root / "packs" / ("f" * 16 + ".pack")).write_bytes(b"not zstd at all" * 100)
+    store = make_store(store.root)
+    cleaned = store.clean()
+    assert cleaned.removed == (f"packs/{'f' * 16}.pack",)
+    assert cleaned.repaired == (
+        f"packs/{a_pack.stem}.idx rebuilt from its pack (40 pages; it had no idx)",
+    )
+    assert cleaned.lines()[0].startswith("removed 1 leftover(s) of interrupted operations")
+    assert_same(store.load(a.id)[1], image(seed=1))
+    assert store.clean() == CleanResult()

@@ -18,7 +18,7 @@ from ..image import PAGE_SIZE, Image, ImageMeta, Mapping, PageMap, PageRuns
 from ..proc import procfs
 from ..proc.maps import read_maps, read_maps_with_flags, with_flags
 from ..proc.memory import StagingBuffer
-from . import runs
+from . import runs, space
 from .files import capture_files, note_sharers
 from .freeze import Frozen, frozen
 from .keeper import FdKeeper
@@ -135,6 +135,8 @@ def checkpoint(
     A caller that snapshots several processes at once gives each its own
     `staging` buffer; otherwise snapshots share one and take turns.
     """
+    # refused before the freeze if clearly too big for the store's free space
+    space.check_room(store, pid, tracking, None)
     with contextlib.nullcontext() if staging else _staging_lock:
         taken = take(pid, keeper, staging=staging or _staging, tracking=tracking)
         return taken.commit(store, label=label, parent=parent, snap_id=snap_id, tags=tags)

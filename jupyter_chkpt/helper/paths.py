@@ -14,11 +14,33 @@ LOCK_NAME = "helper.lock"
 LOG_NAME = "helper.log"
 
 
+def make_private_dirs(path: Path) -> None:
+    """Create `path` and its missing parents 0700 whatever the umask (as the store's
+    layout.make_private_dirs, which this module does not import: clients stay light)."""
+    missing = []
+    for d in (path, *path.parents):
+        if d.exists():
+            break
+        missing.append(d)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue  # someone else made it meanwhile: theirs
+        os.chmod(d, 0o700)  # the umask may have taken bits away
+
+
 def helper_dir() -> Path:
     """<runtime dir>/chkpt, 0700 and ours; created if missing."""
     d = Path(jupyter_runtime_dir()) / "chkpt"
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = d.stat()
+    try:
+        make_private_dirs(d)  # and any parent it creates: 0700 whatever the umask
+        st = d.stat()
+    except OSError as e:
+        raise HelperUnavailable(
+            f"cannot use the helper's directory {d}: {e.strerror}",
+            "Set JUPYTER_RUNTIME_DIR to a directory of your own",
+        ) from None
     if st.st_uid != os.getuid():
         raise HelperUnavailable(
             f"{d} belongs to uid {st.st_uid}, not to you (uid {os.getuid()})",

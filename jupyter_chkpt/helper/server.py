@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
-from ..engine import restore
+from ..engine import restore, space
 from ..engine.dump import Taken, provisional, take
 from ..engine.journal import safety_file
 from ..engine.keeper import FdKeeper
@@ -177,6 +177,7 @@ class HelperServer:
         self.started = time.time()
         self.listener: socket.socket | None = None
         self._active = 0  # operations running; shutdown waits for them
+        self.cleaned: list[str] = []  # what clean_store did at start, for status
         self._idle = threading.Condition()
 
     @contextlib.contextmanager
@@ -259,6 +260,21 @@ class HelperServer:
             tracking.close()
         log.info("helper %d stopped", os.getpid())
 
+    def clean_store(self) -> None:
+        """At start: remove what interrupted commits (a helper killed mid-snapshot, say)
+        left in the store and rebuild lost pack indexes, logging what was done; status
+        reports it. Never removes anything a snapshot uses (Store.clean)."""
+        with self.in_flight():
+            try:
+                result = self.store.clean()
+            except Exception as e:
+                log.exception("cleaning the store %s failed", self.store.root)
+                self.cleaned = [f"cleaning the store failed: {e}"]
+                return
+            self.cleaned = result.lines()
+            for line in self.cleaned:
+                log.warning("store %s: %s", self.store.root, line)
+
     def _prune_loop(self) -> None:
         while not self.stopping.wait(PRUNE_INTERVAL):
             try:
@@ -320,6 +336,8 @@ class HelperServer:
         snap_id = str(req.get("snap_id") or secrets.token_hex(4))
         k.lock.acquire()  # released once the snapshot's page map is the tracker's base
         try:
+            # refused before the freeze if clearly too big for the store's free space
+            space.check_room(self.store, k.pid, k.tracking, self._last_stored(k))
             # With tracking a snapshot moves little: a buffer of its own, so that the
             # next one can be taken while this one is being stored.
             tracked = k.tracking.unavailable is None
@@ -342,6 +360,15 @@ class HelperServer:
             return {"snapshot": info.to_json(), "removed": [], "stored": False}
         stored, removed = self._prepare_and_store(*work)
         return {"snapshot": stored.to_json(), "removed": removed, "stored": True}
+
+    def _last_stored(self, k: Kernel) -> SnapshotInfo | None:
+        """The kernel's live snapshot, if it is stored (its sizes guide an estimate)."""
+        if k.live is None or k.live in k.pending:
+            return None
+        try:
+            return self.store.info(k.live)
+        except StoreError:
+            return None
 
     def _prepare_and_store(
         self,
@@ -583,7 +610,11 @@ class HelperServer:
             "protocol": protocol.VERSION,
             "uptime_s": round(time.time() - self.started, 3),
             "kernels": kernels,
-            "store": {"root": str(self.store.root), **self.store.usage()},
+            "store": {
+                "root": str(self.store.root),
+                **self.store.usage(),
+                "cleaned_at_start": self.cleaned,
+            },
             "held_files": self.keeper.held_count(),
         }
 
@@ -634,6 +665,9 @@ def run(foreground: bool, store_root: str | None = None) -> int:
     _start_guardian()
     for what in rescue_all():  # what a helper before us left frozen
         log.warning("rescue: %s", what)
+    # after the clients waiting for us are told we are up: under the store's lock,
+    # cleaning waits for no commit and no commit for it but the moment it takes
+    threading.Thread(target=server.clean_store, name="clean", daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: server.stopping.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     server.serve_forever()

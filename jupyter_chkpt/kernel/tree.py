@@ -15,7 +15,8 @@ def _size(n: float) -> str:
 
 
 def describe(s: dict[str, Any]) -> str:
-    """One line: id, time, [execution count], label, first line of the cell, stored size."""
+    """One line: id, time, [execution count], label, first line of the cell, stored size,
+    and why it cannot be restored if it cannot."""
     tags = s.get("tags") or {}
     when = time.strftime("%H:%M:%S", time.localtime(float(s.get("created", 0))))
     count = tags.get("execution_count")
@@ -28,6 +29,8 @@ def describe(s: dict[str, Any]) -> str:
         cell = str(tags["cell"])
         parts.append(cell if len(cell) <= 40 else cell[:39] + "…")
     parts.append(_size(float(s.get("stored_bytes", 0))))
+    if s.get("damage"):  # listed, but it cannot be restored: say why
+        parts.append(f"DAMAGED: {s['damage']}")
     return "  ".join(parts)
 
 

@@ -1,6 +1,6 @@
 """Persistent, content-addressed snapshot storage (format: docs/FORMAT.md)."""
 
 from .manifest import SnapshotInfo
-from .store import GcResult, Store
+from .store import CleanResult, GcResult, Store
 
-__all__ = ["GcResult", "SnapshotInfo", "Store"]
+__all__ = ["CleanResult", "GcResult", "SnapshotInfo", "Store"]

@@ -7,6 +7,7 @@ tokens, data). See docs/FORMAT.md for the layout.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
 
-from ..errors import StorePermissionError
+from ..errors import StorePermissionError, StoreUnavailable
 
 ROOT_ENV = "JUPYTER_CHKPT_STORE"
 DIR_MODE = 0o700
@@ -31,6 +32,7 @@ DEL_PREFIX = ".del-"  # a snapshot being deleted
 TMP_SUFFIX = ".tmp"  # a file being replaced
 
 ID_RE = re.compile(r"[0-9a-f]{8}")
+PACK_ID_RE = re.compile(r"[0-9a-f]{16}")
 
 
 def resolve_root(root: str | os.PathLike[str] | None) -> Path:
@@ -40,15 +42,36 @@ def resolve_root(root: str | os.PathLike[str] | None) -> Path:
     return Path(root).expanduser().absolute()
 
 
+def make_private_dirs(path: Path) -> None:
+    """Create `path` and its missing parents 0700 whatever the umask (snapshots and the
+    helper's socket live below); directories that already exist are left as they are."""
+    missing = []
+    for d in (path, *path.parents):
+        if d.exists():
+            break
+        missing.append(d)
+    for d in reversed(missing):
+        with suppress(FileExistsError):  # someone else made it meanwhile: theirs
+            os.mkdir(d, DIR_MODE)
+            os.chmod(d, DIR_MODE)  # the umask may have taken bits away
+
+
+def mkdir_private(path: Path) -> None:
+    """mkdir 0700 whatever the umask; FileExistsError if it exists."""
+    os.mkdir(path, DIR_MODE)
+    if stat.S_IMODE(os.stat(path).st_mode) != DIR_MODE:
+        os.chmod(path, DIR_MODE)
+
+
 def prepare_root(root: Path) -> None:
     """Create the store or check an existing one: ours, 0700, with its subdirectories."""
     try:
-        root.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(root.parent)
         with suppress(FileExistsError):
-            os.mkdir(root, DIR_MODE)
+            mkdir_private(root)
         st = os.stat(root)
         if not stat.S_ISDIR(st.st_mode):
-            raise StorePermissionError(f"snapshot store {root} is not a directory")
+            raise StoreUnavailable(f"snapshot store {root} is not a directory")
         if st.st_uid != os.geteuid():
             raise StorePermissionError(
                 f"snapshot store {root} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()})"
@@ -57,10 +80,31 @@ def prepare_root(root: Path) -> None:
             os.chmod(root, DIR_MODE)
         for sub in (PACKS, SNAPSHOTS):
             with suppress(FileExistsError):
-                os.mkdir(root / sub, DIR_MODE)
-        os.close(os.open(root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+                mkdir_private(root / sub)
+        lock = os.open(root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            if stat.S_IMODE(os.fstat(lock).st_mode) != FILE_MODE:
+                os.fchmod(lock, FILE_MODE)  # a umask like 0o277 would lock us out of it
+        finally:
+            os.close(lock)
     except PermissionError as e:
-        raise StorePermissionError(f"cannot use snapshot store {root}: {e.strerror}") from None
+        raise StorePermissionError(
+            f"cannot use snapshot store {root}: {e.strerror} ({e.filename})"
+        ) from None
+    except OSError as e:  # a path under a regular file, a read-only or full file system, ...
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(root) else ""
+        raise StoreUnavailable(f"cannot use snapshot store {root}: {e.strerror}{where}") from None
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the file system of `path`."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def is_full(e: OSError) -> bool:
+    """No space left, or the user's quota is used up."""
+    return e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextmanager
@@ -98,8 +142,12 @@ def write_file(path: Path, data: bytes | memoryview) -> None:
 def replace_file(path: Path, data: bytes | memoryview) -> None:
     """Atomically (re)place `path`: readers see the old content or the new, never a mix."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    _write_synced(tmp, data, os.O_TRUNC)
-    os.rename(tmp, path)
+    try:
+        _write_synced(tmp, data, os.O_TRUNC)
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. the disk is full: leave nothing behind
+        raise
     fsync_dir(path.parent)
 
 

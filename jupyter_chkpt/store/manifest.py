@@ -7,6 +7,7 @@ it has its own checksum: a flipped digit must not reach a process.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,9 @@ class SnapshotInfo:
     stats: dict[str, Any]  # meta.stats
     start_time: int = 0  # of the process (with pid: which process instance)
     tags: dict[str, Any] = field(default_factory=dict)  # set by the caller, e.g. the kernel side
+    # why the snapshot cannot be restored ("" if it can, as far as a listing checks:
+    # manifest, page map, every page in a pack; page contents are checked by loads)
+    damage: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +66,66 @@ class SnapshotInfo:
             start_time=int(meta["process"]["start_time"]),
             tags=dict(m.get("tags", {})),
         )
+
+
+def salvage(snap_id: str, data: bytes | None, damage: str, created: float) -> SnapshotInfo:
+    """What can still be told of a snapshot whose manifest is unreadable: whose it is
+    (so that its kernel's listing shows it, with `damage`), when and its label, as far
+    as they can be made out; pid 0 when they cannot. Never used to restore."""
+    m: Any = None
+    if data:
+        try:
+            m = json.loads(data)
+        except ValueError:
+            m = None
+    found: dict[str, Any] = {}
+    if isinstance(m, dict):
+        meta = m["meta"] if isinstance(m.get("meta"), dict) else {}
+        proc = meta["process"] if isinstance(meta.get("process"), dict) else {}
+        found = {
+            "pid": proc.get("pid"),
+            "start_time": proc.get("start_time"),
+            "created": m.get("created"),
+            "label": m.get("label"),
+            "parent": m.get("parent"),
+            "tags": m.get("tags"),
+        }
+    elif data:  # truncated or garbled JSON: the canonical form puts these early
+        if hit := _PROCESS_RE.search(data):
+            found["pid"], found["start_time"] = int(hit[1]), int(hit[2])
+        if hit := re.search(rb'"created":([0-9.e+]+)', data):
+            with contextlib.suppress(ValueError):
+                found["created"] = float(hit[1])
+        if hit := re.search(rb'"label":("(?:[^"\\]|\\.)*")', data):
+            with contextlib.suppress(ValueError):
+                found["label"] = json.loads(hit[1])
+
+    def typed(key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        v = found.get(key)
+        return v if isinstance(v, kind) and not isinstance(v, bool) else default
+
+    parent = found.get("parent")
+    return SnapshotInfo(
+        id=snap_id,
+        pid=typed("pid", int, 0),
+        created=float(typed("created", (int, float), created)),
+        label=typed("label", str, ""),
+        parent=parent if isinstance(parent, str) and ID_RE.fullmatch(parent) else None,
+        mem_bytes=0,
+        stored_bytes=0,
+        npages=0,
+        new_pages=0,
+        stats={},
+        start_time=typed("start_time", int, 0),
+        tags=typed("tags", dict, {}),
+        damage=damage,
+    )
+
+
+# the process identity in a canonical manifest: keys sorted, no spaces
+_PROCESS_RE = re.compile(
+    rb'"process":\{"boot_id":"[^"]*","exe":"(?:[^"\\]|\\.)*","pid":(\d+),"start_time":(\d+)'
+)
 
 
 def build(

@@ -8,8 +8,10 @@ Layouts are specified in docs/FORMAT.md.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
+import mmap
 import os
 import secrets
 import struct
@@ -45,6 +47,10 @@ R = TypeVar("R")
 
 class PackDamaged(Exception):
     """A pack cannot deliver a page; the caller names the snapshot."""
+
+    def __init__(self, message: str, pack: str | None = None) -> None:
+        super().__init__(message)
+        self.pack = pack  # the pack at fault, if one is
 
 
 class Frame(NamedTuple):
@@ -117,19 +123,84 @@ def ordered_parallel(fn: Callable[[T], R], items: Iterable[T], threads: int) -> 
 
 @dataclass
 class WrittenPack:
-    """A pack just committed; while `lock_fd` is open its writer holds an exclusive
-    flock on the .pack, which tells gc the pack is not debris or dead but about to
-    be used by a snapshot being committed (its writer releases it then)."""
+    """A pack written but not committed yet: `commit` gives it its names (under the
+    store's exclusive lock, with the snapshot that uses it), `abort` takes back
+    everything it put on disk.
+
+    Where the file system has O_TMPFILE the pack and its idx are nameless files
+    until `commit`: a writer that dies or runs out of space leaves nothing. Elsewhere
+    the .pack has its name from the start and the idx waits as `<id>.idx.tmp`; the
+    writer holds an exclusive flock on the .pack until it is committed or aborted,
+    which tells gc and clean that it is neither debris nor dead (see pack_in_use).
+    """
 
     pack_id: str
     frames: list[PackFrame]
     nbytes: int
-    lock_fd: int = -1
+    packs_dir: Path
+    pack_fd: int = -1  # flock held on it until release()
+    idx_fd: int = -1  # nameless idx (O_TMPFILE); -1: it is <id>.idx.tmp
+    named: bool = False  # the .pack has its name already
+    committed: bool = False
+
+    def commit(self) -> None:
+        """Make the pack visible to readers: the .pack first, then its idx (an idx
+        appears whole, by link or rename), then fsync the directory."""
+        d = self.packs_dir
+        if not self.named:
+            _link_fd(self.pack_fd, d, f"{self.pack_id}.pack")
+            self.named = True
+        if self.idx_fd >= 0:
+            _link_fd(self.idx_fd, d, f"{self.pack_id}.idx")
+        else:
+            os.rename(d / f"{self.pack_id}.idx{layout.TMP_SUFFIX}", d / f"{self.pack_id}.idx")
+        self.committed = True
+        layout.fsync_dir(d)
+
+    def abort(self) -> None:
+        """Remove what this pack put on disk. Only while nobody could have used its
+        pages: before commit, or under the exclusive lock that committed it."""
+        d = self.packs_dir
+        for name in (f"{self.pack_id}.idx", f"{self.pack_id}.idx{layout.TMP_SUFFIX}"):
+            if self.committed or name.endswith(layout.TMP_SUFFIX):
+                (d / name).unlink(missing_ok=True)
+        if self.named:
+            (d / f"{self.pack_id}.pack").unlink(missing_ok=True)
+        self.committed = self.named = False
+        self.release()
 
     def release(self) -> None:
-        if self.lock_fd >= 0:
-            os.close(self.lock_fd)
-            self.lock_fd = -1
+        for attr in ("pack_fd", "idx_fd"):
+            fd = getattr(self, attr)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, attr, -1)
+
+
+def _link_fd(fd: int, directory: Path, name: str) -> None:
+    """Give the nameless (O_TMPFILE) file `fd` a name; linkat through /proc follows the
+    magic link where link() would refuse it."""
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(f"/proc/self/fd/{fd}", name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=True)
+    finally:
+        os.close(dfd)
+
+
+def _open_nameless(directory: Path) -> int:
+    """A nameless 0600 file in `directory`, or -1 where the file system has no O_TMPFILE."""
+    if not USE_TMPFILE:
+        return -1
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, layout.FILE_MODE)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return -1
+        raise
+
+
+# False forces the named-file way (file systems without O_TMPFILE); tests flip it.
+USE_TMPFILE = True
 
 
 def pack_in_use(packs_dir: Path, pack_id: str) -> bool:
@@ -154,35 +225,51 @@ def write_pack(
     level: int,
     threads: int,
 ) -> WrittenPack:
-    """Compress (hashes, uncompressed pages) frames in parallel into a new committed pack."""
+    """Compress (hashes, uncompressed pages) frames in parallel into a new pack, written
+    and fsynced but not committed (see WrittenPack). On failure nothing is left."""
     pack_id = secrets.token_hex(8)
-    pack_path = packs_dir / f"{pack_id}.pack"
 
     def compress(frame: tuple[list[bytes], bytes | memoryview]) -> tuple[list[bytes], bytes]:
         hashes, data = frame
         return hashes, _compressor(level).compress(data)
 
-    written: list[PackFrame] = []
-    offset = 0
-    lock_fd = os.open(
-        pack_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, layout.FILE_MODE
-    )
+    written = WrittenPack(pack_id, [], 0, packs_dir)
     try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # nobody else has it open yet: never waits
-        with os.fdopen(os.dup(lock_fd), "wb") as f:
+        written.pack_fd = _open_nameless(packs_dir)
+        if written.pack_fd < 0:
+            written.pack_fd = os.open(
+                packs_dir / f"{pack_id}.pack",
+                os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                layout.FILE_MODE,
+            )
+            written.named = True
+        fcntl.flock(written.pack_fd, fcntl.LOCK_EX)  # nobody else has it open yet: never waits
+        offset = 0
+        with os.fdopen(os.dup(written.pack_fd), "wb") as f:
             for hashes, blob in ordered_parallel(compress, frames, threads):
                 f.write(blob)
-                written.append(PackFrame(offset, len(blob), hashes))
+                written.frames.append(PackFrame(offset, len(blob), hashes))
                 offset += len(blob)
             f.flush()
             os.fsync(f.fileno())
-        idx = encode_idx(written)
-        layout.replace_file(packs_dir / f"{pack_id}.idx", idx)
+        idx = encode_idx(written.frames)
+        written.idx_fd = _open_nameless(packs_dir) if not written.named else -1
+        if written.idx_fd >= 0:
+            _write_all(written.idx_fd, idx)
+        else:
+            layout.write_file(packs_dir / f"{pack_id}.idx{layout.TMP_SUFFIX}", idx)
+        written.nbytes = offset + len(idx)
     except BaseException:
-        pack_path.unlink(missing_ok=True)
-        os.close(lock_fd)
+        written.abort()
         raise
-    return WrittenPack(pack_id, written, offset + len(idx), lock_fd)
+    return written
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
 
 
 def encode_idx(frames: list[PackFrame]) -> bytes:
@@ -251,52 +338,140 @@ def read_frame(fd: int, frame: Frame) -> bytes:
     where = f"frame at offset {frame.offset} of pack {frame.pack}"
     data = os.pread(fd, frame.length, frame.offset)
     if len(data) != frame.length:
-        raise PackDamaged(f"{where} is truncated")
+        raise PackDamaged(f"{where} is truncated", frame.pack)
     try:
         return decompress_exact(data, frame.npages * PAGE_SIZE)
     except ValueError as e:
-        raise PackDamaged(f"{where} {e}") from None
+        raise PackDamaged(f"{where} {e}", frame.pack) from None
 
 
-def committed_packs(packs_dir: Path) -> frozenset[str]:
-    """Ids of the packs that have both their .pack and their .idx."""
-    names = set(os.listdir(packs_dir))
-    return frozenset(
-        n[: -len(".idx")]
-        for n in names
-        if n.endswith(".idx") and n[: -len(".idx")] + ".pack" in names
-    )
+def committed_packs(packs_dir: Path) -> dict[str, int]:
+    """Packs that have both their .pack and their .idx: id -> the idx's inode (a
+    rebuilt idx is a new file: readers that cached the old one notice)."""
+    idx: dict[str, int] = {}
+    names = set()
+    with os.scandir(packs_dir) as entries:
+        for e in entries:
+            names.add(e.name)
+            if e.name.endswith(".idx"):
+                idx[e.name[: -len(".idx")]] = e.inode()
+    return {p: ino for p, ino in idx.items() if f"{p}.pack" in names}
+
+
+@dataclass
+class PackScan:
+    """A pack read without its idx (see scan_pack)."""
+
+    frames: list[PackFrame]
+    end: int  # bytes of whole, readable frames from offset 0
+    size: int  # bytes in the file
+    problem: str = ""  # why the walk stopped before `size`
+
+    @property
+    def npages(self) -> int:
+        return sum(len(fr.hashes) for fr in self.frames)
+
+
+_SCAN_CHUNK = 1 << 20
+FRAME_HEADER_MAX = 18  # ZSTD_FRAMEHEADERSIZE_MAX
+
+
+def scan_pack(path: Path) -> PackScan:
+    """What an idx of the pack would say, from the pack alone: walk the zstd frames
+    back to back (each frame's compressed length is what a decompressor consumed up
+    to its end), decompress each and hash its pages. The walk stops at the first
+    frame that cannot be read: the readable prefix is kept, a damaged tail is
+    reported in `problem`. Raises OSError if the file cannot be opened."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if not size:
+            return PackScan([], 0, 0)
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    frames: list[PackFrame] = []
+    offset, problem = 0, ""
+    try:
+        while offset < size:
+            where = f"at offset {offset}"
+            try:
+                want = zstandard.frame_content_size(mm[offset : offset + FRAME_HEADER_MAX])
+            except zstandard.ZstdError:
+                problem = f"no zstd frame {where}"
+                break
+            if want <= 0 or want % PAGE_SIZE or want > MAX_FRAME_PAGES * PAGE_SIZE:
+                problem = f"the frame {where} does not state a whole number of pages"
+                break
+            obj = decompressor().decompressobj()
+            out, pos = [], offset
+            try:
+                while not obj.eof and pos < size:
+                    chunk = mm[pos : pos + _SCAN_CHUNK]
+                    out.append(obj.decompress(chunk))
+                    pos += len(chunk)
+            except zstandard.ZstdError as e:
+                problem = f"the frame {where} does not decompress ({e})"
+                break
+            if not obj.eof:
+                problem = f"the frame {where} is truncated"
+                break
+            data = b"".join(out)
+            if len(data) != want:
+                problem = f"the frame {where} does not hold the {want} bytes it states"
+                break
+            length = pos - len(obj.unused_data) - offset
+            frames.append(
+                PackFrame(offset, length, hash_pages(memoryview(data), want // PAGE_SIZE))
+            )
+            offset += length
+    finally:
+        mm.close()
+    return PackScan(frames, offset, size, problem)
+
+
+def frames_end(frames: list[PackFrame]) -> int:
+    """Where the last frame of an idx ends: the pack's size, unless it was damaged."""
+    return frames[-1].offset + frames[-1].length if frames else 0
 
 
 class PackIndex:
     """Page hash -> where it is stored, over every readable committed pack.
 
     A Store keeps one and refreshes it under the store lock: packs only appear
-    (commit) or disappear (gc), so comparing the directory listing is enough to
-    notice another process's changes.
+    (commit) or disappear (gc), and an idx is only ever replaced whole (a rebuilt
+    one), so comparing the directory listing with idx inodes is enough to notice
+    another process's changes.
     """
 
     def __init__(self) -> None:
         self.frames: list[Frame] = []
         self.pages: dict[bytes, int] = {}  # hash -> frame number << SLOT_BITS | slot
         self.packs: set[str] = set()  # packs whose pages are indexed
-        self._listing: frozenset[str] = frozenset()
+        self.ends: dict[str, int] = {}  # pack -> end of its last indexed frame
+        self.unreadable: dict[str, str] = {}  # committed packs whose idx is damaged: why
+        self._listing: dict[str, int] = {}
         self._mutex = threading.Lock()  # refreshes from several threads of one process
+
+    @property
+    def listing(self) -> dict[str, int]:
+        """The committed packs (id -> idx inode) as of the last refresh."""
+        return self._listing
 
     def refresh(self, packs_dir: Path) -> None:
         with self._mutex:
             listing = committed_packs(packs_dir)
             if listing == self._listing:
                 return
-            if self._listing - listing:  # a pack went away: start over
-                self.frames, self.pages, self.packs = [], {}, set()
-                self._listing = frozenset()
-            for pack_id in sorted(listing - self._listing):
+            if any(listing.get(p) != ino for p, ino in self._listing.items()):
+                # a pack went away, or its idx was rebuilt: start over
+                self.frames, self.pages, self.packs, self.ends = [], {}, set(), {}
+                self.unreadable, self._listing = {}, {}
+            for pack_id in sorted(listing.keys() - self._listing.keys()):
                 try:
                     self.add(pack_id, read_idx(packs_dir / f"{pack_id}.idx"))
                 except (OSError, ValueError) as e:
-                    # its pages count as absent: loads that need them fail, commits store them again
-                    log.warning("ignoring unreadable pack %s: %s", pack_id, e)
+                    # its pages count as absent: loads that need them fail and say why,
+                    # commits store them again, clean and gc rebuild the idx
+                    log.warning("ignoring pack %s with an unreadable idx: %s", pack_id, e)
+                    self.unreadable[pack_id] = str(e)
             self._listing = listing
 
     def add(self, pack_id: str, frames: list[PackFrame]) -> None:
@@ -305,10 +480,13 @@ class PackIndex:
             self.frames.append(Frame(pack_id, fr.offset, fr.length, len(fr.hashes)))
             self.pages.update(zip(fr.hashes, range(base, base + len(fr.hashes)), strict=True))
         self.packs.add(pack_id)
+        self.ends[pack_id] = frames_end(frames)
 
     def note_written(self, packs_dir: Path, written: WrittenPack) -> None:
-        """Index a pack this process just wrote without reading its idx back."""
+        """Index a pack this process just committed without reading its idx back."""
         with self._mutex:
-            if self._listing == committed_packs(packs_dir) - {written.pack_id}:
+            listing = committed_packs(packs_dir)
+            ino = listing.pop(written.pack_id, None)
+            if ino is not None and self._listing == listing:
                 self.add(written.pack_id, written.frames)
-                self._listing = self._listing | {written.pack_id}
+                self._listing = {**listing, written.pack_id: ino}

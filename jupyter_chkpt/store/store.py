@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
+import dataclasses
 import logging
 import mmap
 import os
@@ -12,15 +14,22 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import xxhash
 
-from ..errors import AmbiguousSnapshot, CorruptSnapshot, StoreError, UnknownSnapshot
+from ..errors import (
+    AmbiguousSnapshot,
+    CorruptSnapshot,
+    StoreError,
+    StoreFull,
+    UnknownSnapshot,
+)
 from ..image import PAGE_SIZE, ImageMeta, PageMap, PageRuns
-from . import layout, manifest, packs, pagemap
+from . import health, layout, manifest, packs, pagemap
+from .health import PackStates
 from .manifest import SnapshotInfo
 from .packs import SLOT_BITS, Frame, PackDamaged, PackFrame
 
@@ -29,11 +38,64 @@ log = logging.getLogger(__name__)
 _SLOT_MASK = (1 << SLOT_BITS) - 1
 
 
+# In a snapshot being committed (.tmp-<id>/): the id of the pack committed with it.
+PACK_MARKER = "pack" + layout.TMP_SUFFIX
+
+COMMIT_ATTEMPTS = 3  # plans, when gc removed a pack the planned snapshot counted on
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    """What clean() did: paths are relative to the store's root."""
+
+    removed: tuple[str, ...] = ()  # debris of interrupted commits, deletes, gcs
+    repaired: tuple[str, ...] = ()  # pack indexes rebuilt from their packs
+    damaged: tuple[str, ...] = ()  # what could not be read and was left alone: why
+    bytes_freed: int = 0
+
+    def lines(self) -> builtins.list[str]:
+        """For people: one line per thing done or found."""
+        out = []
+        if self.removed:
+            out.append(
+                f"removed {len(self.removed)} leftover(s) of interrupted operations "
+                f"({_human(self.bytes_freed)}): {', '.join(self.removed)}"
+            )
+        out += [f"repaired: {r}" for r in self.repaired]
+        out += [f"damaged: {d}" for d in self.damaged]
+        return out
+
+
 @dataclass(frozen=True)
 class GcResult:
     packs_removed: int
     packs_rewritten: int
-    bytes_freed: int  # net: removed minus what rewritten packs take
+    bytes_freed: int  # net: removed minus what rewritten packs take; debris included
+    cleaned: CleanResult = CleanResult()
+    damaged: tuple[str, ...] = ()  # snapshots some of whose pages are in no pack
+    # what was kept and why (informative: not compared)
+    packs_kept: int = field(default=0, compare=False)  # whole: every page of them in use
+    pages_kept: int = field(default=0, compare=False)  # pages snapshots use, counted once
+    snapshots: int = field(default=0, compare=False)  # whose pages were kept
+    busy: tuple[str, ...] = field(default=(), compare=False)  # a commit was writing them
+
+    def lines(self) -> builtins.list[str]:
+        """For people: what gc removed, what it kept and why."""
+        out = [
+            f"removed {self.packs_removed} pack(s) no snapshot uses, rewrote "
+            f"{self.packs_rewritten} partly used one(s), freed {_human(self.bytes_freed)}",
+            f"kept {self.packs_kept} pack(s) whole and {self.pages_kept} page(s) in all: "
+            f"the pages of {self.snapshots} snapshot(s)",
+        ]
+        out += [f"kept pack {p}: a snapshot being committed is writing it" for p in self.busy]
+        out += self.cleaned.lines()
+        if self.damaged:
+            out.append(
+                f"damaged: snapshot(s) {', '.join(self.damaged)} lack pages no pack holds; "
+                "they cannot be restored (`jupyter-chkpt ls` says why; delete them with "
+                "`jupyter-chkpt rm ID`)"
+            )
+        return out
 
 
 class Store:
@@ -60,7 +122,22 @@ class Store:
         self._packs = self.root / layout.PACKS
         self._snaps = self.root / layout.SNAPSHOTS
         self._index = packs.PackIndex()
-        self._infos: dict[str, tuple[tuple[int, int, int], SnapshotInfo]] = {}
+        self._infos: dict[str, tuple[health.StatKey, SnapshotInfo, dict[str, Any]]] = {}
+        self._health = health.Health()
+
+    def free_bytes(self) -> int:
+        """Bytes still free for us on the store's file system."""
+        return layout.free_bytes(self.root)
+
+    def ensure_room(self, needed: int, what: str) -> None:
+        """StoreFull if fewer than `needed` bytes are free: `what` says what they are
+        for and how they were counted (a caller's estimate, made before it acts)."""
+        free = self.free_bytes()
+        if free < needed:
+            raise StoreFull(
+                f"the snapshot would not fit in the store {self.root}: {what} need at least "
+                f"{_human(needed)}, and {_human(free)} is free; nothing was done"
+            )
 
     # --- writing ------------------------------------------------------------
 
@@ -100,6 +177,8 @@ class Store:
         (the page map of the snapshot the process's memory was known to equal
         but for the pages read). The stored snapshot is complete all the same
         (FORMAT.md §13). `prepared`: what `page_map` returned for these pages.
+
+        A snapshot that does not fit raises StoreFull and leaves nothing behind.
         """
         if parent is not None and not layout.ID_RE.fullmatch(parent):
             raise ValueError(f"parent {parent!r} is not a snapshot id")
@@ -109,31 +188,99 @@ class Store:
         # hashing and the pagemap need no lock: keep other processes' wait short
         hashes, pm = prepared or self.page_map(pages, present=present, base=base)
         pagemap_data = pagemap.encode(pm)
-        with layout.locked(self.root, exclusive=False):
-            self._index.refresh(self._packs)
-            known = self._index.pages
-            new: dict[bytes, int] = {}  # hash -> page number of its first occurrence
-            for i, h in enumerate(hashes):
-                if h not in known:
-                    new.setdefault(h, i)
-        # Compress and write the pages with no store lock (readers are not kept waiting
-        # for seconds of compression): the pack's own flock keeps gc off it until the
-        # snapshot that uses it is committed. Two commits may store a page twice:
-        # harmless.
-        written = (
-            packs.write_pack(
-                self._packs, self._new_frames(buf, new), level=self.level, threads=self.threads
-            )
-            if new
-            else None
-        )
+        incremental = present is not None
+        new: dict[bytes, int] = {}
         try:
-            return self._commit_snapshot(
-                meta, pm, pagemap_data, written, label, parent, snap_id, tags, len(new)
+            for _ in range(COMMIT_ATTEMPTS):
+                with layout.locked(self.root, exclusive=False):
+                    self._index.refresh(self._packs)
+                    new, deps = self._plan(hashes, pm, base if incremental else None)
+                # Compress and write the pages with no store lock (readers are not kept
+                # waiting for seconds of compression); the pack is committed with the
+                # snapshot. Two commits may store a page twice: harmless.
+                written = (
+                    packs.write_pack(
+                        self._packs,
+                        self._new_frames(buf, new),
+                        level=self.level,
+                        threads=self.threads,
+                    )
+                    if new
+                    else None
+                )
+                try:
+                    done = self._commit_snapshot(
+                        meta,
+                        pm,
+                        pagemap_data,
+                        written,
+                        deps,
+                        label,
+                        parent,
+                        snap_id,
+                        tags,
+                        len(new),
+                    )
+                finally:
+                    if written is not None:
+                        written.release()
+                if done is not None:
+                    return done
+            raise StoreError(
+                "the store kept losing packs this snapshot's pages are in (gc ran meanwhile)",
+                "Take the snapshot again",
             )
-        finally:
-            if written is not None:
-                written.release()
+        except OSError as e:
+            if layout.is_full(e):
+                raise self._full(e, len(new)) from None
+            raise
+
+    def _plan(
+        self, hashes: builtins.list[bytes], pm: PageMap, base: PageMap | None
+    ) -> tuple[dict[bytes, int], dict[str, int]]:
+        """Under the shared lock: the pages to store (hash -> page number of its first
+        occurrence in the buffer) and the packs the others are in (pack -> bytes of it
+        needed). Incremental (`base`): the pages not read must still be in the store."""
+        index = self._index
+        locs = builtins.list(map(index.pages.get, hashes))
+        new: dict[bytes, int] = {}
+        if None in locs:
+            for i, loc in enumerate(locs):
+                if loc is None:
+                    new.setdefault(hashes[i], i)
+        deps = self._deps_of_locs(locs)
+        if base is not None:
+            known = self._health.pm_deps(base)
+            if known is not None and known.keys() <= index.listing.keys():
+                # the packs that held all of the base's pages are all still there
+                for pack_id, end in known.items():
+                    deps[pack_id] = max(deps.get(pack_id, 0), end)
+            else:
+                all_locs = builtins.list(map(index.pages.get, pagemap.hash_list(pm)))
+                lost = sum(
+                    1
+                    for h, loc in zip(pagemap.hash_list(pm), all_locs, strict=True)
+                    if loc is None and h not in new
+                )
+                if lost:
+                    raise StoreError(
+                        f"{lost} pages the snapshot shares with the one before it are no "
+                        "longer in the store (deleted and garbage-collected since)",
+                        "The next snapshot reads everything again; take one",
+                    )
+                deps = self._deps_of_locs(all_locs)
+        return new, deps
+
+    def _deps_of_locs(self, locs: builtins.list[int | None]) -> dict[str, int]:
+        """Pack -> end of the last frame of it that the pages at `locs` are in."""
+        frames = self._index.frames
+        deps: dict[str, int] = {}
+        for fno in {loc >> SLOT_BITS for loc in locs if loc is not None}:
+            fr = frames[fno]
+            end = fr.offset + fr.length
+            if deps.get(fr.pack, 0) < end:
+                deps[fr.pack] = end
+        return deps
 
     def _commit_snapshot(
         self,
@@ -141,19 +288,29 @@ class Store:
         pm: PageMap,
         pagemap_data: bytes,
         written: packs.WrittenPack | None,
+        deps: dict[str, int],
         label: str,
         parent: str | None,
         snap_id: str | None,
         tags: dict[str, Any] | None,
         new_pages: int,
-    ) -> tuple[SnapshotInfo, PageMap]:
+    ) -> tuple[SnapshotInfo, PageMap] | None:
+        """Commit the pack and the snapshot together; None if a pack the snapshot's
+        other pages are in went away since `_plan` (gc): the caller plans again."""
         with layout.locked(self.root, exclusive=True):
-            stored_bytes = 0
-            if written is not None:
-                self._index.note_written(self._packs, written)
-                stored_bytes = written.nbytes
-            snap_id, tmp = self._claim_id(snap_id)
+            self._index.refresh(self._packs)
+            if not deps.keys() <= self._index.listing.keys():
+                if written is not None:
+                    written.abort()
+                return None
+            tmp: Path | None = None
+            done = False
             try:
+                stored_bytes = 0
+                if written is not None:
+                    stored_bytes = written.nbytes
+                    deps = {**deps, written.pack_id: packs.frames_end(written.frames)}
+                snap_id, tmp = self._claim_id(snap_id)
                 m = manifest.build(
                     snap_id=snap_id,
                     created=time.time(),
@@ -168,13 +325,39 @@ class Store:
                 )
                 layout.write_file(tmp / manifest.PAGEMAP, pagemap_data)
                 layout.write_file(tmp / manifest.MANIFEST, manifest.dumps(m))
+                if written is not None:
+                    # names the pack for clean() should we die between its commit and
+                    # the rename below: then nothing uses it, it is debris (FORMAT.md §7)
+                    layout.write_file(tmp / PACK_MARKER, written.pack_id.encode())
                 layout.fsync_dir(tmp)
+                if written is not None:
+                    written.commit()
+                    self._index.note_written(self._packs, written)
                 os.rename(tmp, self._snaps / snap_id)
+                done, tmp = True, None
+                layout.fsync_dir(self._snaps)
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                if tmp is not None:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                if written is not None and not done:
+                    # nobody can have used its pages: we held the exclusive lock all along
+                    written.abort()
                 raise
-            layout.fsync_dir(self._snaps)
+            if written is not None:
+                # a leftover marker in a committed snapshot means nothing (clean removes it)
+                with contextlib.suppress(OSError):
+                    os.unlink(self._snaps / snap_id / PACK_MARKER)
+            self._health.committed(snap_id, self._snaps / snap_id / manifest.PAGEMAP, deps)
+        self._health.remember_pm(pm, deps)
         return SnapshotInfo.from_manifest(m), pm
+
+    def _full(self, e: OSError, new_pages: int) -> StoreFull:
+        raw = new_pages * PAGE_SIZE
+        return StoreFull(
+            f"the snapshot does not fit in the store {self.root} ({e.strerror}): its "
+            f"{new_pages} new pages are {_human(raw)} before compression, plus its page map, "
+            f"and {_human(self.free_bytes())} is free; nothing was stored"
+        )
 
     def page_map(
         self,
@@ -211,7 +394,7 @@ class Store:
             tmp = self._snaps / f"{layout.TMP_PREFIX}{snap_id}"
             if not (self._snaps / snap_id).exists():
                 try:
-                    os.mkdir(tmp, layout.DIR_MODE)
+                    layout.mkdir_private(tmp)
                     return snap_id, tmp
                 except FileExistsError:
                     pass
@@ -226,7 +409,15 @@ class Store:
             sid = self._resolve(snap_id)
             m = self._manifest(sid)
             m["label"] = label
-            layout.replace_file(self._snaps / sid / manifest.MANIFEST, manifest.dumps(m))
+            try:
+                layout.replace_file(self._snaps / sid / manifest.MANIFEST, manifest.dumps(m))
+            except OSError as e:
+                if layout.is_full(e):
+                    raise StoreFull(
+                        f"no space left in {self.root} to change the label "
+                        f"({_human(self.free_bytes())} free); the label is unchanged"
+                    ) from None
+                raise
 
     def delete(self, snap_id: str) -> None:
         """Remove the snapshot; its pages stay until gc()."""
@@ -238,37 +429,103 @@ class Store:
             os.rename(self._snaps / sid, doomed)
             layout.fsync_dir(self._snaps)
             shutil.rmtree(doomed)
+            self._health.forget(sid)
 
     # --- reading ------------------------------------------------------------
 
     def list(self, pid: int | None = None) -> builtins.list[SnapshotInfo]:
-        """Oldest first; unreadable snapshots are skipped with a warning."""
+        """Oldest first, damaged snapshots included: their `damage` says why they
+        cannot be restored. Of a snapshot whose manifest is unreadable only what can
+        be made out is told (see manifest.salvage; pid 0 if not even whose it is)."""
         infos = []
         with layout.locked(self.root, exclusive=False):
+            states = self._states()
             for sid in self._ids():
-                try:
-                    info = self._info(sid)
-                except StoreError as e:
-                    log.warning("skipping snapshot %s: %s", sid, e)
-                    continue
+                info = self._checked_info(sid, states)
                 if pid is None or info.pid == pid:
                     infos.append(info)
         return sorted(infos, key=lambda i: (i.created, i.id))
 
-    def _info(self, sid: str) -> SnapshotInfo:
-        """A manifest is parsed and checked once (a kernel's is hundreds of KiB of
-        JSON); only a relabel rewrites it, which changes its file."""
+    def check(self, snap_id: str) -> str:
+        """Why the snapshot cannot be restored, "" if it can as far as a listing
+        checks (pages are verified when loaded)."""
+        with layout.locked(self.root, exclusive=False):
+            return self._checked_info(self._resolve(snap_id), self._states()).damage
+
+    def _states(self) -> PackStates:
+        self._index.refresh(self._packs)
+        return PackStates.read(self._packs, self._index.listing, self._index.unreadable)
+
+    def _checked_info(self, sid: str, states: PackStates) -> SnapshotInfo:
         try:
-            st = os.stat(self._snaps / sid / manifest.MANIFEST)
-        except FileNotFoundError:
-            raise CorruptSnapshot(f"snapshot {sid}: {manifest.MANIFEST} is missing") from None
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            info, desc = self._info(sid)
+        except StoreError as e:
+            return self._salvage(sid, e)
+        damage = self._damage(sid, desc, states)
+        return dataclasses.replace(info, damage=damage) if damage else info
+
+    def _salvage(self, sid: str, error: StoreError) -> SnapshotInfo:
+        path = self._snaps / sid / manifest.MANIFEST
+        try:
+            data: bytes | None = path.read_bytes()
+        except OSError:
+            data = None
+        try:
+            created = os.stat(self._snaps / sid).st_mtime
+        except OSError:
+            created = 0.0
+        damage = error.message.removeprefix(f"snapshot {sid}: ")
+        return manifest.salvage(sid, data, damage, created)
+
+    def _damage(self, sid: str, desc: dict[str, Any], states: PackStates) -> str:
+        """The cached verdict of health.py, or a fresh one: page map readable, every
+        page in a committed pack with a readable idx, those packs long enough."""
+        path = self._snaps / sid / desc["file"]
+        key = health.stat_key(path)
+        cached = self._health.cached(sid, key, states)
+        if cached is not None:
+            return cached
+        deps: dict[str, int] | None = None
+        try:
+            pm = self._pagemap(sid, desc)
+        except CorruptSnapshot as e:
+            damage = e.message.removeprefix(f"snapshot {sid}: ")
+        else:
+            damage, deps = self._locate(pm, states)
+            if not damage:
+                self._health.remember_pm(pm, deps)
+                damage = self._health.known_bad(sid, states)
+        self._health.record(sid, key, damage, deps, states)
+        return damage
+
+    def _locate(self, pm: PageMap, states: PackStates) -> tuple[str, dict[str, int]]:
+        """What is wrong with where the pages of `pm` are ("" if nothing), and the
+        packs they are in."""
+        locs = builtins.list(map(self._index.pages.get, pagemap.hash_list(pm)))
+        deps = self._deps_of_locs(locs)
+        if None in locs:
+            first = int(pm.vaddrs[locs.index(None)])
+            return (
+                f"{locs.count(None)} of its pages are in no pack of the store "
+                f"(the first at {first:#x}){states.index_hint()}",
+                deps,
+            )
+        return states.truncated(deps), deps
+
+    def _info(self, sid: str) -> tuple[SnapshotInfo, dict[str, Any]]:
+        """A manifest is parsed and checked once (a kernel's is hundreds of KiB of
+        JSON); only a relabel rewrites it, which changes its file. Also returns
+        its `pagemap` member."""
+        key = health.stat_key(self._snaps / sid / manifest.MANIFEST)
+        if key is None:
+            raise CorruptSnapshot(f"snapshot {sid}: {manifest.MANIFEST} is missing")
         cached = self._infos.get(sid)
         if cached is not None and cached[0] == key:
-            return cached[1]
-        info = SnapshotInfo.from_manifest(self._manifest(sid))
-        self._infos[sid] = (key, info)
-        return info
+            return cached[1], cached[2]
+        m = self._manifest(sid)
+        info = SnapshotInfo.from_manifest(m)
+        self._infos[sid] = (key, info, m["pagemap"])
+        return info, m["pagemap"]
 
     def resolve(self, ref: str) -> str:
         """The id of the snapshot `ref` names: a full id or a unique prefix of 4+ characters."""
@@ -277,7 +534,7 @@ class Store:
 
     def info(self, snap_id: str) -> SnapshotInfo:
         with layout.locked(self.root, exclusive=False):
-            return self._info(self._resolve(snap_id))
+            return self._info(self._resolve(snap_id))[0]
 
     def manifest(self, snap_id: str) -> dict[str, Any]:
         with layout.locked(self.root, exclusive=False):
@@ -295,11 +552,19 @@ class Store:
         return meta, pages
 
     def load_pagemap(self, snap_id: str) -> tuple[ImageMeta, PageMap]:
-        """The image's meta and page map, checked; no page contents."""
+        """The image's meta and page map, checked, and refused if some of its pages
+        are in no pack (as a listing would say); no page contents."""
         with layout.locked(self.root, exclusive=False):
             sid = self._resolve(snap_id)
             m = self._manifest(sid)
-            return ImageMeta.from_json(m["meta"]), self._pagemap(sid, m)
+            pm = self._pagemap(sid, m["pagemap"])
+            states = self._states()
+            damage, deps = self._locate(pm, states)
+            damage = damage or self._health.known_bad(sid, states)
+            if damage:
+                raise self._corrupt(sid, damage, states)
+            self._health.remember_pm(pm, deps)
+            return ImageMeta.from_json(m["meta"]), pm
 
     def load_pages(
         self,
@@ -316,15 +581,30 @@ class Store:
                 meta, pm = known
             else:
                 m = self._manifest(sid)
-                meta, pm = ImageMeta.from_json(m["meta"]), self._pagemap(sid, m)
+                meta, pm = ImageMeta.from_json(m["meta"]), self._pagemap(sid, m["pagemap"])
             part = pm if runs is None else pm.select(runs)
             self._index.refresh(self._packs)
             out = _page_memory(len(part) * PAGE_SIZE)
             try:
                 self._fill(out, part.vaddrs.tolist(), pagemap.hash_list(part))
             except PackDamaged as e:
-                raise CorruptSnapshot(f"snapshot {sid}: {e}") from None
+                states = self._states()
+                self._health.found_bad(sid, e.pack, states, str(e))
+                raise self._corrupt(sid, str(e), states) from None
         return meta, PageRuns(out, pagemap.runs_from_vaddrs(part.vaddrs, meta.mappings)), pm
+
+    def _corrupt(self, sid: str, damage: str, states: PackStates) -> CorruptSnapshot:
+        hint = states.index_hint()
+        if "in no pack" in damage and hint:
+            if hint not in damage:
+                damage += hint
+            return CorruptSnapshot(
+                f"snapshot {sid}: {damage}",
+                "Run `jupyter-chkpt gc`: it rebuilds missing or damaged pack indexes from "
+                "their packs (and removes nothing a snapshot uses); if pages are still "
+                "missing, delete the snapshot with `jupyter-chkpt rm ID`",
+            )
+        return CorruptSnapshot(f"snapshot {sid}: {damage}")
 
     def _fill(
         self, out: memoryview, vaddrs: builtins.list[int], hashes: builtins.list[bytes]
@@ -379,7 +659,7 @@ class Store:
                         self._packs / f"{pack_id}.pack", os.O_RDONLY | os.O_CLOEXEC
                     )
                 except FileNotFoundError:
-                    raise PackDamaged(f"pack {pack_id} is missing") from None
+                    raise PackDamaged(f"pack {pack_id} is missing", pack_id) from None
             for _ in packs.ordered_parallel(fill_frame, segments.items(), self.threads):
                 pass
         finally:
@@ -398,19 +678,64 @@ class Store:
 
     # --- garbage collection -------------------------------------------------
 
-    def gc(self) -> GcResult:
-        """Remove debris and pages no snapshot uses; nothing is removed if a snapshot is unreadable."""
+    # --- cleaning and garbage collection -------------------------------------
+
+    def clean(self) -> CleanResult:
+        """Remove what interrupted commits, deletes, relabels and gcs left behind, and
+        rebuild missing or damaged pack indexes from their packs; cheap unless there
+        is such a pack (then every page map is read, to know whether its pages are
+        needed). A pack a writer holds is never touched; nothing a snapshot uses is
+        removed; a pack that cannot be read is left alone and reported."""
         with layout.locked(self.root, exclusive=True):
-            freed = self._remove_debris()
-            live = self._live_pages()
+            self._reread_indexes()
+            removed, freed, orphans = self._remove_snapshot_debris()
+            result = self._clean_packs(None, orphans)
+            return dataclasses.replace(
+                result,
+                removed=tuple(removed) + result.removed,
+                bytes_freed=freed + result.bytes_freed,
+            )
+
+    def gc(self) -> GcResult:
+        """clean(), then remove the pages no snapshot uses. Nothing a snapshot uses is
+        ever removed: gc refuses if a snapshot is unreadable (it cannot know which
+        pages that one needs), or if pages some snapshot needs are in no readable
+        pack while a pack cannot be read whole (they may be in it)."""
+        with layout.locked(self.root, exclusive=True):
+            self._reread_indexes()
+            removed, freed, orphans = self._remove_snapshot_debris()
+            live = self._live_pages()  # raises for an unreadable snapshot
+            cleaned = self._clean_packs(live, orphans)
+            cleaned = dataclasses.replace(
+                cleaned,
+                removed=tuple(removed) + cleaned.removed,
+                bytes_freed=freed + cleaned.bytes_freed,
+            )
+            freed = cleaned.bytes_freed
             self._index.refresh(self._packs)
+            missing = {h: sid for h, sid in live.items() if h not in self._index.pages}
+            if missing:
+                suspects = self._unreadable_packs()
+                users = sorted(set(missing.values()))
+                if suspects:
+                    raise CorruptSnapshot(
+                        f"snapshot(s) {', '.join(users)} use {len(missing)} page(s) found in no "
+                        f"readable pack, and {'; '.join(suspects)}: they may be in it, so gc "
+                        "stopped before removing any pack a snapshot may need",
+                        "Put the damaged packs back from a backup, or delete the snapshots "
+                        f"that lack pages (`jupyter-chkpt rm {' '.join(users)}`), then run "
+                        "`jupyter-chkpt gc` again",
+                    )
             claimed: set[bytes] = set()  # a page copied into several packs lives in the first
             dead: builtins.list[str] = []
+            busy: builtins.list[str] = []
+            whole = 0
             partial: builtins.list[
                 tuple[str, builtins.list[tuple[PackFrame, builtins.list[int]]]]
             ] = []
             for pack_id in sorted(self._index.packs):
                 if packs.pack_in_use(self._packs, pack_id):
+                    busy.append(pack_id)
                     continue  # a commit is about to use it: neither dead nor rewritable
                 keep = []  # (frame, live slots)
                 total = kept = 0
@@ -428,15 +753,31 @@ class Store:
                     dead.append(pack_id)
                 elif kept < total:
                     partial.append((pack_id, keep))
+                else:
+                    whole += 1
             if partial:
                 # the new pack is committed before any old one goes: a crash leaves duplicates, never holes
-                written = packs.write_pack(
-                    self._packs,
-                    self._live_frames(partial, live),
-                    level=self.level,
-                    threads=self.threads,
-                )
-                written.release()  # committed, and under our exclusive lock already
+                try:
+                    written = packs.write_pack(
+                        self._packs,
+                        self._live_frames(partial, live),
+                        level=self.level,
+                        threads=self.threads,
+                    )
+                except OSError as e:
+                    if layout.is_full(e):
+                        raise StoreFull(
+                            f"gc needs room to copy the pages still in use out of partly "
+                            f"unused packs, and {_human(self.free_bytes())} is free in "
+                            f"{self.root}; gc removed nothing but debris",
+                            "Delete snapshots you no longer need, or free disk space, "
+                            "then run gc again",
+                        ) from None
+                    raise
+                try:
+                    written.commit()
+                finally:
+                    written.release()
                 freed -= written.nbytes
             for pack_id in dead + [p for p, _ in partial]:
                 # idx first: a crash in between leaves an idx-less pack, which is debris
@@ -446,38 +787,189 @@ class Store:
             layout.fsync_dir(self._packs)
             self._index.refresh(self._packs)
             return GcResult(
-                packs_removed=len(dead), packs_rewritten=len(partial), bytes_freed=freed
+                packs_removed=len(dead),
+                packs_rewritten=len(partial),
+                bytes_freed=freed,
+                cleaned=cleaned,
+                damaged=tuple(sorted(set(missing.values()))),
+                packs_kept=whole,
+                pages_kept=len(claimed),
+                snapshots=len(self._ids()),
+                busy=tuple(busy),
             )
 
-    def _remove_debris(self) -> int:
-        """Remove what interrupted commits, deletes, relabels and gcs left behind."""
-        freed = 0
-        for name in os.listdir(self._snaps):
+    def _reread_indexes(self) -> None:
+        """Forget what this process read of the pack indexes: an idx damaged in place
+        since then (same inode) must be seen as it is now before deciding what to remove."""
+        self._index = packs.PackIndex()
+
+    def _remove_snapshot_debris(self) -> tuple[builtins.list[str], int, builtins.list[str]]:
+        """Entries of snapshots/ that are not snapshots (.tmp-, .del-) and *.tmp files
+        in snapshot directories: made and finished under the exclusive lock, so
+        whatever is left of them now was interrupted. Also returns the packs that
+        interrupted commits named in their PACK_MARKER (committed, maybe, but for
+        a snapshot that never was)."""
+        removed, freed, orphans = [], 0, []
+        for name in sorted(os.listdir(self._snaps)):
             path = self._snaps / name
             if name.startswith("."):
+                if name.startswith(layout.TMP_PREFIX):
+                    with contextlib.suppress(OSError, UnicodeDecodeError):
+                        pack_id = (path / PACK_MARKER).read_bytes().decode()
+                        if layout.PACK_ID_RE.fullmatch(pack_id):
+                            orphans.append(pack_id)
                 freed += _remove(path)
-            elif layout.ID_RE.fullmatch(name):
-                for stray in path.glob("*" + layout.TMP_SUFFIX):
+                removed.append(f"{layout.SNAPSHOTS}/{name}")
+            elif layout.ID_RE.fullmatch(name) and path.is_dir():
+                for stray in sorted(path.glob("*" + layout.TMP_SUFFIX)):
                     freed += _remove(stray)
+                    removed.append(f"{layout.SNAPSHOTS}/{name}/{stray.name}")
+        if removed:
+            layout.fsync_dir(self._snaps)
+        return removed, freed, orphans
+
+    def _clean_packs(
+        self, live: dict[bytes, str] | None, orphans: builtins.list[str]
+    ) -> CleanResult:
+        """Debris in packs/ and packs without a readable idx (see clean). `live`: every
+        page a snapshot uses, if known; else worked out here if needed, and if a
+        snapshot is unreadable, idx-less packs are repaired but never removed.
+        `orphans`: committed packs of interrupted commits; removed unless a snapshot
+        committed since uses pages that only they hold."""
+        removed: builtins.list[str] = []
+        repaired: builtins.list[str] = []
+        damaged: builtins.list[str] = []
+        freed = 0
+        self._index.refresh(self._packs)
         names = set(os.listdir(self._packs))
-        for name in names:
-            stem, ext = os.path.splitext(name)
-            if (
-                name.endswith(layout.TMP_SUFFIX)
-                or (ext == ".pack" and f"{stem}.idx" not in names)
-                or (ext == ".idx" and f"{stem}.pack" not in names)
-            ) and not packs.pack_in_use(self._packs, name.split(".", 1)[0]):
-                freed += _remove(self._packs / name)
-        layout.fsync_dir(self._snaps)
-        layout.fsync_dir(self._packs)
-        return freed
+        candidates: builtins.list[tuple[str, str]] = []  # (pack id, what is wrong)
+        for name in sorted(names):
+            pack_id, _, ext = name.partition(".")
+            if name.endswith(layout.TMP_SUFFIX) or (
+                ext == "idx" and f"{pack_id}.pack" not in names
+            ):
+                # an idx being written, or one that describes nothing
+                if not packs.pack_in_use(self._packs, pack_id):
+                    freed += _remove(self._packs / name)
+                    removed.append(f"{layout.PACKS}/{name}")
+            elif ext == "pack":
+                if f"{pack_id}.idx" not in names:
+                    # Empty: a writer without O_TMPFILE may be between creating it and
+                    # taking its flock (pack_in_use cannot tell yet): leave it be.
+                    if (self._packs / name).stat().st_size and not packs.pack_in_use(
+                        self._packs, pack_id
+                    ):
+                        candidates.append((pack_id, "it had no idx"))
+                elif pack_id in self._index.unreadable and not packs.pack_in_use(
+                    self._packs, pack_id
+                ):
+                    candidates.append(
+                        (pack_id, f"its idx was damaged ({self._index.unreadable[pack_id]})")
+                    )
+        if candidates:
+            scans: dict[str, packs.PackScan] = {}
+            for pack_id, _ in candidates:
+                try:
+                    scans[pack_id] = packs.scan_pack(self._packs / f"{pack_id}.pack")
+                except OSError as e:
+                    scans[pack_id] = packs.PackScan([], 0, 0, f"cannot be opened ({e.strerror})")
+            if live is None:
+                try:
+                    live = self._live_pages()
+                except StoreError as e:
+                    log.warning("clean: packs without an idx are kept: %s", e)
+            present = self._index.pages
+            found = {h for sc in scans.values() for fr in sc.frames for h in fr.hashes}
+            missing = (
+                None if live is None else {h for h in live if h not in present and h not in found}
+            )
+            for pack_id, why in candidates:
+                sc = scans[pack_id]
+                name = f"{layout.PACKS}/{pack_id}"
+                needed = live is None or any(
+                    h in live and h not in present for fr in sc.frames for h in fr.hashes
+                )
+                tail = f", unreadable from byte {sc.end} on: {sc.problem}" if sc.problem else ""
+                if sc.frames and needed:
+                    layout.replace_file(self._packs / f"{pack_id}.idx", packs.encode_idx(sc.frames))
+                    repaired.append(
+                        f"{name}.idx rebuilt from its pack ({sc.npages} pages; {why}{tail})"
+                    )
+                elif sc.problem and (missing is None or missing):
+                    damaged.append(
+                        f"{name}.pack left alone: {why}, and it cannot be read "
+                        f"{'whole' if sc.frames else 'at all'} ({sc.problem}), while "
+                        + (
+                            "a snapshot is unreadable"
+                            if missing is None
+                            else f"{len(missing)} page(s) snapshots use are in no readable pack"
+                        )
+                    )
+                else:  # nothing in it that a snapshot needs and cannot find elsewhere
+                    for ext in ("idx", "pack"):
+                        if (self._packs / f"{pack_id}.{ext}").exists():
+                            freed += _remove(self._packs / f"{pack_id}.{ext}")
+                            removed.append(f"{name}.{ext}")
+        orphans = [
+            p
+            for p in dict.fromkeys(orphans)
+            if p in self._index.packs and not packs.pack_in_use(self._packs, p)
+        ]
+        if orphans and live is None:
+            try:
+                live = self._live_pages()
+            except StoreError as e:
+                log.warning("clean: packs of interrupted commits are kept: %s", e)
+        if orphans and live is not None:
+            frames, pages = self._index.frames, self._index.pages
+            only_there: dict[str, int] = {}  # pages snapshots find in that pack alone
+            for h in live:
+                loc = pages.get(h)
+                if loc is not None and frames[loc >> SLOT_BITS].pack in orphans:
+                    pack_id = frames[loc >> SLOT_BITS].pack
+                    only_there[pack_id] = only_there.get(pack_id, 0) + 1
+            for pack_id in orphans:
+                name = f"{layout.PACKS}/{pack_id}"
+                if only_there.get(pack_id):
+                    log.info(
+                        "clean: kept %s of an interrupted commit: snapshots committed since "
+                        "use %d of its pages",
+                        name,
+                        only_there[pack_id],
+                    )
+                    continue
+                for ext in ("idx", "pack"):  # idx first: see gc
+                    freed += _remove(self._packs / f"{pack_id}.{ext}")
+                    removed.append(f"{name}.{ext}")
+        if removed or repaired:
+            layout.fsync_dir(self._packs)
+            self._index.refresh(self._packs)
+        return CleanResult(tuple(removed), tuple(repaired), tuple(damaged), freed)
+
+    def _unreadable_packs(self) -> builtins.list[str]:
+        """Packs that may hold pages no idx describes: idx-less packs left alone, and
+        committed packs with bytes beyond their last indexed frame (a damaged tail
+        that a rebuilt idx could not cover)."""
+        out = []
+        names = set(os.listdir(self._packs))
+        for name in sorted(names):
+            pack_id, _, ext = name.partition(".")
+            if ext != "pack":
+                continue
+            if f"{pack_id}.idx" not in names or pack_id in self._index.unreadable:
+                out.append(f"pack {pack_id} has no readable idx and cannot be read")
+            elif pack_id in self._index.ends:
+                extra = (self._packs / name).stat().st_size - self._index.ends[pack_id]
+                if extra > 0:
+                    out.append(f"pack {pack_id} has {extra} bytes its idx does not describe")
+        return out
 
     def _live_pages(self) -> dict[bytes, str]:
         """Every page some snapshot uses -> one such snapshot."""
         live: dict[bytes, str] = {}
         for sid in self._ids():
             try:
-                hashes = pagemap.hash_list(self._pagemap(sid, self._manifest(sid)))
+                hashes = pagemap.hash_list(self._pagemap(sid, self._manifest(sid)["pagemap"]))
             except StoreError as e:
                 # guessing what an unreadable snapshot uses could destroy pages it needs
                 raise type(e)(
@@ -556,8 +1048,8 @@ class Store:
             raise CorruptSnapshot(f"snapshot {sid}: {manifest.MANIFEST} is missing") from None
         return manifest.parse(sid, data)
 
-    def _pagemap(self, sid: str, m: dict[str, Any]) -> PageMap:
-        pm = m["pagemap"]
+    def _pagemap(self, sid: str, pm: dict[str, Any]) -> PageMap:
+        """The page map a manifest's `pagemap` member describes, checked."""
         where = f"snapshot {sid}: {pm['file']}"
         try:
             data = (self._snaps / sid / pm["file"]).read_bytes()
@@ -604,3 +1096,11 @@ def _remove(path: Path) -> int:
     else:
         path.unlink()
     return size
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
