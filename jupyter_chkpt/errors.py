@@ -181,6 +181,16 @@ class HelperUnavailable(HelperError):
     )
 
 
+class HelperStopped(HelperUnavailable):
+    """The helper ended while it worked on our request (killed, crashed): whatever
+    it had frozen was rescued (engine/rescue.py), the request is not repeated."""
+
+    remedy = (
+        "The kernel runs on, whole; see the helper's log (chkpt/helper.log in the Jupyter "
+        "runtime directory) for why it stopped. A new helper starts with the next request"
+    )
+
+
 class HelperTimeout(HelperUnavailable):
     remedy = "The helper is busy or stuck; see its log, or stop it with `jupyter-chkpt helper stop`"
 

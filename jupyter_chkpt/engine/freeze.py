@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..errors import UnsupportedState
+from ..errors import ProcessAlreadyTraced, UnsupportedState
 from ..image import ProcessIdentity
 from ..proc import procfs
 from ..proc.arch import current as arch
@@ -21,7 +21,7 @@ from ..proc.arch import require_supported
 from ..proc.inject import SCRATCH_SIZE, Injector, find_syscall_gadget
 from ..proc.memory import ProcessMemory
 from ..proc.ptrace import ThreadGroup
-from .journal import Journal, ThreadRecord
+from .journal import Journal, ThreadRecord, refuse_if_busy
 
 
 @dataclass
@@ -67,7 +67,11 @@ def frozen(pid: int, op: str = "snapshot") -> Iterator[Frozen]:
     """Stop all threads of `pid`; they run on when the block is left, whatever happens
     (unless a restore failed past its point of no return: see Frozen.keep_stopped)."""
     require_supported()
-    status = procfs.check_can_act_on(pid)
+    try:
+        status = procfs.check_can_act_on(pid)
+    except ProcessAlreadyTraced:
+        refuse_if_busy(pid)  # traced by another jupyter-chkpt: say so
+        raise
     if arch.shadow_stack_enabled(status.thread_features):
         raise UnsupportedState(
             f"PID {pid} uses the x86 shadow stack ({status.thread_features}), which "

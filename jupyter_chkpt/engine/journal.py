@@ -129,6 +129,9 @@ class Journal:
     safety_file: str = ""  # the safety image's pages, laid out as safety_runs says
     safety_runs: list[tuple[int, int]] = field(default_factory=list)
     safety_present: list[tuple[int, int]] = field(default_factory=list)
+    # what the restored process is told if a rescue finishes the restore: the
+    # snapshot and what the requester handed over (helper/server.py op_restore)
+    handoff: dict[str, Any] | None = None
     path: Path = field(default=Path(), repr=False)
 
     def __post_init__(self) -> None:
@@ -168,10 +171,7 @@ class Journal:
             except (OSError, ValueError, KeyError, TypeError):
                 other = None
             if other is not None and other.owner_alive():
-                raise ProcessBusy(
-                    f"PID {self.process.pid} is being worked on by process {other.owner_pid} "
-                    f"(a {other.op}, {other.phase})"
-                )
+                raise other.busy()
             rescue_path(self.path)
             _write_file(self.path, self._data(), os.O_EXCL)
 
@@ -234,14 +234,18 @@ class Journal:
             safety_file=str(d["safety_file"]),
             safety_runs=[(int(a), int(n)) for a, n in d["safety_runs"]],
             safety_present=[(int(a), int(n)) for a, n in d["safety_present"]],
+            handoff=d.get("handoff"),
             path=path,
         )
 
+    def busy(self) -> ProcessBusy:
+        return ProcessBusy(
+            f"PID {self.process.pid} is being worked on by process {self.owner_pid} "
+            f"(a {self.op}, {self.phase})"
+        )
+
     def owner_alive(self) -> bool:
-        try:
-            return procfs.identity(self.owner_pid).start_time == self.owner_start
-        except Exception:
-            return False
+        return procfs.running(self.owner_pid, self.owner_start)
 
     def scratch_page(self) -> tuple[int, bytes] | None:
         if self.scratch is None:
@@ -251,6 +255,40 @@ class Journal:
     def safety_meta(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.safety_meta_path.read_bytes())
         return data
+
+
+def refuse_if_busy(pid: int) -> None:
+    """ProcessBusy if one of our tracers is at work on `pid`."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        j = Journal.load(journal_dir() / f"{pid}.json")
+        if j.owner_alive():
+            raise j.busy()
+
+
+def handoff_path(pid: int) -> Path:
+    """Where a rescue leaves word for the process it rescued (kernel/controller.py
+    reads it when its request ends without a reply)."""
+    return journal_dir() / f"{pid}.handoff"
+
+
+def tell(j: Journal, state: str, what: str, result: dict[str, Any] | None = None) -> None:
+    """Word for a kernel whose helper may die before it answers: there before the
+    process runs again. `state` "restored" carries what the restored process needs
+    to answer its requester (kernel/controller.py reads it if its request ends
+    without a reply, and removes it once it has answered)."""
+    if j.handoff is None:
+        return  # not a kernel's helper at work: nobody to tell
+    word: dict[str, Any] = {"op": j.op, "state": state, "what": what}
+    if state == "restored":
+        word["restored"] = {
+            "snapshot": j.handoff.get("snapshot", {}),
+            "result": result or {},
+            "carry": j.handoff.get("carry", {}),
+        }
+    path = handoff_path(j.process.pid)
+    tmp = path.with_name(path.name + ".tmp")
+    _write_file(tmp, json.dumps(word).encode(), os.O_TRUNC)
+    os.rename(tmp, path)
 
 
 def existing() -> list[Path]:

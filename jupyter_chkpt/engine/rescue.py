@@ -43,7 +43,7 @@ from ..proc.ptrace import ThreadGroup
 from ..store import Store
 from .files import close_parked, unpark
 from .freeze import Frozen, deadline_s
-from .journal import Journal, existing, journal_dir, locked
+from .journal import Journal, existing, handoff_path, journal_dir, locked, tell
 from .keeper import FdKeeper
 from .restore import RestoreResult, apply_image
 
@@ -92,12 +92,9 @@ def rescue_path(path: Path, *, own: bool = False) -> str | None:
     if j.owner_alive() and not (own and j.owner_pid == os.getpid()):
         return None
     pid = j.process.pid
-    try:
-        alive = procfs.identity(pid).same_process(j.process)
-    except (ChkptError, OSError, ValueError, IndexError):
-        alive = False
-    if not alive:
+    if j.process.boot_id != procfs.boot_id() or not procfs.running(pid, j.process.start_time):
         j.remove()
+        handoff_path(pid).unlink(missing_ok=True)
         return f"PID {pid} has exited; its journal was removed"
     if j.phase == "freezing":
         _continue(pid)
@@ -116,10 +113,13 @@ def rescue_path(path: Path, *, own: bool = False) -> str | None:
             fz = Frozen(pid, j.process, group, mem, inj, time.monotonic(), j)
             if j.phase == "frozen":
                 what = _put_back(fz, j)
+                tell(j, "as it was", what)
             elif j.phase == "changing":
                 what = _roll_back(fz, j)
+                tell(j, "as it was", what)
             else:
                 what = _roll_forward(fz, j)
+                tell(j, "restored", what, {"notes": [f"the helper stopped; a rescue {what}"]})
     except Exception as e:
         log.exception("rescue of PID %d failed", pid)
         raise RescueFailed(f"could not rescue PID {pid} from its {j.phase} {j.op}: {e}") from e

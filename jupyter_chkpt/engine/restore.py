@@ -39,7 +39,7 @@ from . import runs
 from .dump import capture
 from .files import FilesReport, close_parked, reconcile_files, unpark
 from .freeze import Frozen, frozen
-from .journal import safety_file
+from .journal import safety_file, tell
 from .keeper import FdKeeper
 from .layout import (
     MAP_ANONYMOUS,
@@ -140,6 +140,7 @@ def restore(
     *,
     safety: StagingBuffer | None = None,
     tracking: Tracking | None = None,
+    handoff: dict[str, Any] | None = None,
 ) -> RestoreResult:
     """Restore snapshot `ref` (id or unique prefix) into process `pid`.
 
@@ -148,6 +149,8 @@ def restore(
     once need a `safety` buffer each; otherwise they share one and take turns.
     With `tracking` whose tracker knows a base image, only the pages that may
     differ between the process and the snapshot are loaded, saved and written.
+    `handoff`: what the restored process is to be told should a rescue have to
+    finish the restore (journal.py).
     """
     snap_id = store.resolve(ref)
     wanted = store.load_meta(snap_id).process
@@ -180,6 +183,7 @@ def restore(
     with lock, frozen(pid, "restore") as fz:
         assert fz.journal is not None
         fz.journal.store, fz.journal.snapshot = os.fspath(store.root), snap_id
+        fz.journal.handoff = handoff
         now: PageState | None = None
         failed: PastNoReturn | None = None
         if loaded is not None:
@@ -207,6 +211,9 @@ def restore(
             )
         except PastNoReturn as e:
             failed = e
+        else:
+            # before it runs: should we die before our caller answers the process
+            tell(fz.journal, "restored", "restored", result.to_json())
         if tracker is not None:
             tracker.set_base(snap_id, target)  # re-armed right after the memory write
         if tracking is not None:

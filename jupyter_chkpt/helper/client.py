@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from ..errors import HelperTimeout, HelperUnavailable, ProtocolError
+from ..errors import HelperStopped, HelperTimeout, HelperUnavailable, ProtocolError
 from . import paths, protocol
 
 START_TIMEOUT = 30.0
@@ -106,6 +106,9 @@ class HelperClient:
             data = protocol.encode(protocol.request(req_id, op, **args))
             if len(data) > protocol.MAX_LINE:
                 raise ProtocolError(f"a {op} request of {len(data)} bytes is too large to send")
+            if self._peer_gone():
+                self._abandon()  # between requests (a restarted helper): safe to repeat
+                raise HelperUnavailable("the helper closed the connection (it may have exited)")
             self.sock.settimeout(timeout)
             try:
                 self.sock.sendall(data)
@@ -115,7 +118,7 @@ class HelperClient:
                 raise HelperTimeout(f"the helper did not answer {op} within {timeout} s") from None
             except OSError as e:
                 self._abandon()
-                raise HelperUnavailable(f"lost the connection to the helper: {e}") from None
+                raise HelperStopped(f"lost the connection to the helper during {op}: {e}") from None
             except BaseException:
                 # interrupted while the helper works: its late reply must never be read
                 # as the answer to another request
@@ -123,11 +126,21 @@ class HelperClient:
                 raise
             if line is None:
                 self._abandon()
-                raise HelperUnavailable("the helper closed the connection (it may have exited)")
+                raise HelperStopped(f"the helper stopped during {op}, before it answered")
             reply = protocol.decode(line)
             if reply.get("id") != req_id:
                 raise ProtocolError(f"reply to request {reply.get('id')}, expected {req_id}")
             return protocol.raise_for(reply)
+
+    def _peer_gone(self) -> bool:
+        """Whether the helper hung up while we were not asking it anything."""
+        try:
+            self.sock.settimeout(0.0)
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -497,6 +497,7 @@ class HelperServer:
                     keeper=self.keeper,
                     safety=k.safety,
                     tracking=k.tracking,
+                    handoff={"snapshot": snap.to_json(), "carry": req.get("carry") or {}},
                 )
             finally:
                 self._release_buffers(k)

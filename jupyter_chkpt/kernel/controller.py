@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ChkptError, HelperTimeout, HelperUnavailable
+from ..errors import ChkptError, HelperStopped, HelperTimeout, HelperUnavailable
 from ..helper.client import HelperClient
 
 log = logging.getLogger("jupyter_chkpt.kernel")
@@ -201,6 +201,9 @@ class Checkpointer:
         except HelperTimeout:
             self._drop_client()
             raise  # the helper is alive but slow: a retry would not help
+        except HelperStopped:
+            self._drop_client()
+            raise  # it may have done part of the work: the caller asks the rescue's word
         except HelperUnavailable:
             self._drop_client()
             return self.client.call(op, timeout=timeout, **args)
@@ -234,9 +237,18 @@ class Checkpointer:
         try:
             with _uninterrupted():
                 self.call("restore", timeout=None, ref=ref, carry=carry)
-        except BaseException:
+        except BaseException as e:
             for msg in early:  # taken from the socket: hand them back
                 self._feed(msg)
+            if isinstance(e, HelperStopped):
+                raise ChkptError(
+                    f"the helper stopped during the restore; the kernel is as it was before "
+                    f"%restore{_what(_rescue_word())}",
+                    "Snapshots taken by that helper cannot be restored in place any more (it "
+                    "held the kernel's connection and files as they were): take a new one. "
+                    "The helper's log (chkpt/helper.log in the runtime directory) says why it "
+                    "stopped",
+                ) from e
             raise
         raise ChkptError("the helper answered a restore that should not return")
 
@@ -320,6 +332,21 @@ class Checkpointer:
                     tags=self._tags(want),
                     keep=self.settings.keep if want.auto else None,
                 )
+        except HelperStopped as e:
+            word = _rescue_word()
+            if word.get("state") == "restored" and "restored" in word:
+                # We are a restored process after all: the helper died past the point
+                # of no return of a restore, and the rescue finished it.
+                return self._after_restore(word["restored"], stream)
+            self._stream(
+                parent,
+                f"jupyter-chkpt: snapshot failed: {e.message}; nothing was saved and the "
+                f"kernel runs on as it was{_what(word)}. {e.remedy}\n",
+                "stderr",
+            )
+            if want.reply_to:
+                self._reply(stream, want.reply_to, {"status": "error", "error": str(e)})
+            return None
         except Exception as e:  # whatever it was, idle must still be published
             self._stream(parent, f"jupyter-chkpt: snapshot failed: {e}\n", "stderr")
             if want.reply_to:
@@ -367,6 +394,7 @@ class Checkpointer:
 
     def _after_restore(self, restored: dict[str, Any], stream: Any) -> dict[str, Any]:
         self.restores += 1
+        _rescue_word()  # the helper's word for the case it died before its reply: not needed
         snap, result, carry = restored["snapshot"], restored["result"], restored["carry"]
         self.live = snap["id"]
         req = Requester(**carry["requester"])
@@ -572,6 +600,30 @@ class Checkpointer:
     def _publish(self, msg_type: str, content: dict[str, Any], parent: Any) -> None:
         k = self.kernel
         k.session.send(k.iopub_socket, msg_type, content, parent=parent, ident=k._topic(msg_type))
+
+
+def _rescue_word() -> dict[str, Any]:
+    """What a rescue left for this process when its helper died mid-request
+    (engine/rescue.py); {} if none. Read once."""
+    import json
+
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    path = os.path.join(jupyter_runtime_dir(), "chkpt", "journal", f"{os.getpid()}.handoff")
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_uid != os.getuid():
+                return {}
+            word: dict[str, Any] = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    return word
+
+
+def _what(word: dict[str, Any]) -> str:
+    return f" (rescue: {word['what']})" if word.get("what") else ""
 
 
 def _jsonable(value: Any) -> Any:

@@ -56,6 +56,16 @@ def _stat_fields(pid: int, tid: int | None = None) -> list[str]:
     return raw[raw.rindex(")") + 2 :].split()
 
 
+def running(pid: int, start_time: int) -> bool:
+    """Whether that process instance exists and has not exited (a zombie has: its
+    parent just has not reaped it yet)."""
+    try:
+        fields = _stat_fields(pid)
+    except ProcessNotFound:
+        return False
+    return fields[0] not in ("Z", "X") and int(fields[22 - 3]) == start_time
+
+
 @cache
 def boot_id() -> str:
     with open("/proc/sys/kernel/random/boot_id") as f:
