@@ -65,9 +65,41 @@ def journal_dir() -> Path:
 
 
 def safety_file(name: str) -> Path:
-    """Where a restore keeps its safety image: a private directory on /dev/shm (a
-    tmpfs: it costs what anonymous memory does, and outlives a helper that dies),
-    else the journal directory."""
+    """Where a restore keeps its safety image: a file named after us (pid and start
+    time) in a private directory on /dev/shm (a tmpfs: it costs what anonymous
+    memory does, and outlives a helper that dies), else in the journal directory.
+    Files of owners that are gone are swept first (sweep_safety_files)."""
+    d = _safety_dir()
+    sweep_safety_files(d)
+    me = os.getpid()
+    return d / f"safety-{me}.{procfs.identity(me).start_time}-{name}"
+
+
+def sweep_safety_files(d: Path | None = None) -> list[str]:
+    """Remove the safety files of owners that have exited, but not one a journal
+    still names (a rescue needs it). Returns what was removed."""
+    d = d or _safety_dir()
+    removed = []
+    with locked() as jdir:
+        named = set()
+        for path in jdir.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                named.add(Journal.load(path).safety_file)
+        for f in d.glob("safety-*"):
+            owner = f.name.split("-")[1]
+            pid, _, start = owner.partition(".")
+            try:
+                alive = procfs.running(int(pid), int(start))
+            except ValueError:
+                alive = False  # not a name we give
+            if not alive and str(f) not in named:
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+                    removed.append(f.name)
+    return removed
+
+
+def _safety_dir() -> Path:
     shm = Path("/dev/shm")
     if shm.is_dir():
         d = shm / f"jupyter-chkpt-{os.getuid()}"
@@ -78,8 +110,8 @@ def safety_file(name: str) -> Path:
             if st.st_uid == os.getuid() and stat.S_ISDIR(st.st_mode):
                 if st.st_mode & 0o777 != DIR_MODE:
                     os.chmod(d, DIR_MODE)
-                return d / name
-    return journal_dir() / name
+                return d
+    return journal_dir()
 
 
 @contextlib.contextmanager

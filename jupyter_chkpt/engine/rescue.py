@@ -43,7 +43,15 @@ from ..proc.ptrace import ThreadGroup
 from ..store import Store
 from .files import close_parked, unpark
 from .freeze import Frozen, deadline_s
-from .journal import Journal, existing, handoff_path, journal_dir, locked, tell
+from .journal import (
+    Journal,
+    existing,
+    handoff_path,
+    journal_dir,
+    locked,
+    sweep_safety_files,
+    tell,
+)
 from .keeper import FdKeeper
 from .restore import RestoreResult, apply_image
 
@@ -220,6 +228,7 @@ def guard(helper_pid: int) -> None:
             os.close(fd)
     for what in rescue_all():
         log.warning("%s", what)
+    sweep_safety_files()
 
 
 def main(argv: list[str] | None = None) -> int:

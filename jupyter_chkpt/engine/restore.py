@@ -100,7 +100,7 @@ _restore_lock = threading.Lock()
 def _shared_safety() -> StagingBuffer:
     global _safety
     if _safety is None:
-        _safety = StagingBuffer(safety_file(f"safety-{os.getpid()}"))
+        _safety = StagingBuffer(safety_file("engine"))
     return _safety
 
 

@@ -88,7 +88,7 @@ class Kernel:
     request_ids: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.safety = StagingBuffer(safety_file(f"safety-{os.getpid()}-{self.pid}"))
+        self.safety = StagingBuffer(safety_file(f"kernel{self.pid}"))
 
     def describe(self) -> dict[str, Any]:
         return {

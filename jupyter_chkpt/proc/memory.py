@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import weakref
 
 from ..errors import EngineError, ProcessChanged
 from ..image import PAGE_SIZE
@@ -73,6 +74,11 @@ class ProcessMemory:
             done += put
 
 
+def _unlink(path: str | os.PathLike[str]) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 class StagingBuffer:
     """A reusable buffer for page copies.
 
@@ -86,6 +92,8 @@ class StagingBuffer:
     def __init__(self, file: str | os.PathLike[str] | None = None) -> None:
         self._map: mmap.mmap | None = None
         self.file = file
+        if file is not None:  # gone with us, however we end but killed (then: swept)
+            weakref.finalize(self, _unlink, file)
 
     def view(self, size: int) -> memoryview:
         size = max(PAGE_SIZE, -(-size // PAGE_SIZE) * PAGE_SIZE)
