@@ -11,6 +11,7 @@ import argparse
 import datetime
 import json
 import os
+import select
 import sys
 from typing import Any, ClassVar
 
@@ -18,6 +19,7 @@ from . import __version__, refs
 from .errors import ChkptError, FilesLost, UnknownSnapshot, as_chkpt_error
 
 EXIT_ERROR = 1
+EXIT_SIGPIPE = 128 + 13  # as a process killed by SIGPIPE
 REFERENCE = "a snapshot id, a unique prefix of it (4+ characters) or a label"
 
 
@@ -356,8 +358,17 @@ class HelperCommand(Command):
                 return 0
             print("helper stopping (operations in progress finish first)")
             return 0
-        with HelperClient(start=args.action == "start") as c:
-            status = c.call("status", timeout=30)
+        try:
+            with HelperClient(start=args.action == "start") as c:
+                status = c.call("status", timeout=30)
+        except HelperUnavailable as e:
+            if args.action == "start":
+                raise
+            raise HelperUnavailable(
+                e.message,
+                "A helper starts on demand when a snapshots kernel needs one; "
+                "`jupyter-chkpt helper start` starts one now",
+            ) from None
         if args.json:
             _print_json(status)
             return 0
@@ -414,10 +425,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        try:
+            return _run(args)
+        finally:
+            sys.stdout.flush()  # a reader that went away shows here, not at exit
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise
+        # `jupyter-chkpt ls | head`: the reader has what it wanted; end as `yes | head` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SIGPIPE
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         return int(args.handler.run(args))
     except KeyboardInterrupt:
         return 130
     except Exception as e:
+        if isinstance(e, BrokenPipeError) and _stdout_gone():
+            raise
         if not isinstance(e, ChkptError) and os.environ.get("JUPYTER_CHKPT_DEBUG"):
             raise
         error = as_chkpt_error(e, "run it again with JUPYTER_CHKPT_DEBUG=1 for the traceback")
@@ -425,6 +452,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             _print_json({"error": str(error), "type": type(error).__name__})
         return EXIT_ERROR
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe nobody reads any more."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

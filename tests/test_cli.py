@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +188,21 @@ def test_os_errors_print_a_message_and_a_remedy(tmp_path: Path) -> None:
     res = cli("ls", "--store", str(blocker / "store"))
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert str(blocker) in res.stderr and "--store" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("fmt", [(), ("--json",)])
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, fmt: tuple[str]) -> None:
+    """`jupyter-chkpt ls | head`: no BrokenPipeError, the status of a SIGPIPE death."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the command writes anything
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "jupyter_chkpt", "ls", "--store", str(tmp_path / "s"), *fmt],
+            stdout=w,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(w)
+    assert res.stderr == "" and res.returncode == 128 + signal.SIGPIPE, res.stderr

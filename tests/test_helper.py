@@ -299,6 +299,7 @@ def test_cli_helper_status_and_stop(helper_dirs) -> None:
     assert res.returncode == 0 and "no helper is running" in res.stdout
     res = subprocess.run([*run, "status"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "no helper is running" in res.stderr
+    assert "`jupyter-chkpt helper start`" in res.stderr and "helper status" not in res.stderr
     res = subprocess.run([*run, "start", "--json"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     pid = json.loads(res.stdout)["helper_pid"]
