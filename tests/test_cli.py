@@ -206,3 +206,62 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, fmt: t
     finally:
         os.close(w)
     assert res.stderr == "" and res.returncode == 128 + signal.SIGPIPE, res.stderr
+
+
+@pytest.mark.timeout(180)
+def test_ptrace_denied_gives_advice_that_fits_this_machine(nonroot_user, user_dir: Path) -> None:
+    """A non-dumpable process of one's own: the kernel refuses PTRACE_SEIZE. Yama is
+    only mentioned as a cause where this machine has it (`check` agrees)."""
+    import zdtm
+
+    env = zdtm.user_env(nonroot_user)
+    as_user: dict[str, Any] = dict(
+        user=nonroot_user.pw_uid, group=nonroot_user.pw_gid, extra_groups=[], env=env
+    )
+    code = "import ctypes, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); print(1, flush=True)"
+    code += "; time.sleep(300)"  # prctl(PR_SET_DUMPABLE, 0)
+    store = ("--store", str(user_dir / "store"))
+    target = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=user_dir, **as_user
+    )
+    try:
+        assert target.stdout is not None and target.stdout.readline()  # non-dumpable now
+        res = subprocess.run(
+            [*(sys.executable, "-m", "jupyter_chkpt", "snapshot", str(target.pid)), *store],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=user_dir,
+            **as_user,
+        )
+    finally:
+        target.kill()
+        target.wait()
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "refused to let us trace" in res.stderr and "non-dumpable" in res.stderr, res.stderr
+    if Path("/proc/sys/kernel/yama").exists():
+        assert "Yama ptrace_scope is" in res.stderr or "Yama allows" in res.stderr, res.stderr
+    else:
+        assert "no Yama" in res.stderr and "ptrace_scope" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize(
+    ("scope", "says", "not_says"),
+    [
+        (None, "This machine has no Yama", "ptrace_scope"),
+        ("0", "Yama allows tracing here", "administrator"),
+        ("1", "only a declared tracer", "non-dumpable"),
+        ("2", "only CAP_SYS_PTRACE", "non-dumpable"),
+        ("3", "tracing is off until the next reboot", "non-dumpable"),
+    ],
+)
+def test_ptrace_remedy_for_each_yama_setting(
+    tmp_path: Path, scope: str | None, says: str, not_says: str
+) -> None:
+    from jupyter_chkpt.errors import ptrace_remedy
+
+    path = tmp_path / "ptrace_scope"
+    if scope is not None:
+        path.write_text(scope + "\n")
+    remedy = ptrace_remedy(str(path))
+    assert says in remedy and not_says not in remedy and "jupyter-chkpt check" in remedy
