@@ -1025,7 +1025,9 @@ class Store:
     def _resolve(self, ref: str) -> str:
         key = ref.strip().lower()
         if not key:
-            raise UnknownSnapshot("no snapshot given", "Give a snapshot id or a unique prefix of it")
+            raise UnknownSnapshot(
+                "no snapshot given", "Give a snapshot id or a unique prefix of it"
+            )
         ids = self._ids()
         if key in ids:
             return key
