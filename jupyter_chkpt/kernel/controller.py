@@ -674,7 +674,7 @@ class Checkpointer:
                     {"status": "ok", "auto": self.settings.auto, "keep": self.settings.keep},
                 )
             else:
-                raise ChkptError(
+                raise BadRequest(
                     f"unknown chkpt_request operation {op!r}",
                     "Use checkpoint, restore, list, delete, label or settings",
                 )
