@@ -103,3 +103,28 @@ def test_bad_chkpt_requests_are_refused_before_anything_is_done(kernel) -> None:
     r = kernel.chkpt("label", snapshot="-1", label="beef")
     assert r.content["status"] == "error" and "looks like a snapshot id" in r.content["error"]
     assert len(kernel.chkpt("list").content["snapshots"]) == 1
+
+
+@pytest.mark.timeout(300)
+def test_unexpected_errors_arrive_with_a_remedy(kernel) -> None:
+    """Never a bare `ValueError: ...`: a bug says it is one, and where to look."""
+    kernel.ok(
+        "ctl = get_ipython().kernel._chkpt\n"
+        "def broken(op, **args):\n"
+        "    raise ValueError('something nobody planned for')\n"
+        "ctl.call = broken"
+    )
+    r = kernel.chkpt("list")
+    assert r.content["status"] == "error" and r.content["ename"] == "InternalError", r.content
+    assert "unexpected ValueError: something nobody planned for" in r.content["error"]
+    assert "bug in jupyter-chkpt" in r.content["error"] and "kernel's log" in r.content["error"]
+
+    r = kernel.run("%checkpoint")
+    assert r.status == "error" and r.content["ename"] == "InternalError", r.content
+    assert "bug in jupyter-chkpt" in r.content["evalue"], r.content
+    assert "execute_result" not in r.types()
+
+    r = kernel.chkpt("checkpoint")
+    assert r.content["status"] == "error" and r.content["ename"] == "InternalError", r.content
+    kernel.ok("del ctl.call")  # the class's method again
+    assert kernel.chkpt("list").content["snapshots"] == []

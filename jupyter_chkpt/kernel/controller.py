@@ -217,7 +217,8 @@ class Checkpointer:
                 with contextlib.suppress(Exception):
                     self.kernel._abort_queues(None)
         elif error is not None:  # the cell had failed already: say it as well
-            self._stream(parent, f"jupyter-chkpt: snapshot failed: {error}\n", "stderr")
+            e = as_chkpt_error(error, "the kernel's log")
+            self._stream(parent, f"jupyter-chkpt: snapshot failed: {e}\n", "stderr")
         self._session_send(*args, **kwargs)
 
     def _wrap_main_receive(self) -> None:
@@ -447,12 +448,14 @@ class Checkpointer:
                 )
             return None
         except Exception as e:  # whatever it was, idle must still be published
+            if not isinstance(e, ChkptError):
+                log.exception("snapshot failed")
+            err = as_chkpt_error(e, "the kernel's log")
             if self._held is not None or self._held_results:  # %checkpoint: the cell fails
-                self._send_held(e)
+                self._send_held(err)
             else:
-                self._stream(parent, f"jupyter-chkpt: snapshot failed: {e}\n", "stderr")
+                self._stream(parent, f"jupyter-chkpt: snapshot failed: {err}\n", "stderr")
             if want.reply_to:
-                err = as_chkpt_error(e)
                 self._reply(
                     stream,
                     want.reply_to,
