@@ -40,9 +40,9 @@ def test_a_checkpoint_that_cannot_be_stored_fails_the_cell_and_prints_no_id(
     queued = kernel.kc.execute("x = 2")  # after a failed cell: aborted, as for any error
     r = kernel.reply_to(msg_id)
     assert r.status == "error", r.content
-    assert r.content["ename"] == "HostError", (r.content["ename"], r.content["evalue"])
-    assert "No space left on device" in r.content["evalue"], r.content
-    assert "Free space on that disk" in r.content["evalue"], r.content  # the remedy
+    assert r.content["ename"] == "StoreFull", (r.content["ename"], r.content["evalue"])
+    assert "does not fit in the store" in r.content["evalue"], r.content
+    assert "Nothing was stored and the process runs on" in r.content["evalue"], r.content
     assert r.error is not None and "snapshot failed" in r.error, r.types()
     assert "execute_result" not in r.types(), "the id of a snapshot that does not exist"
     out = r.stdout + r.stderr + "".join(str(m["content"]) for m in r.iopub)
@@ -52,8 +52,8 @@ def test_a_checkpoint_that_cannot_be_stored_fails_the_cell_and_prints_no_id(
 
     assert kernel.chkpt("list").content["snapshots"] == []
     r = kernel.chkpt("checkpoint", label="via-message")
-    assert r.content["status"] == "error" and r.content["ename"] == "HostError", r.content
-    assert "Free space on that disk" in r.content["error"]
+    assert r.content["status"] == "error" and r.content["ename"] == "StoreFull", r.content
+    assert "Free disk space" in r.content["error"]
 
 
 @pytest.mark.timeout(300)
