@@ -1,8 +1,8 @@
 """The `jupyter-chkpt` command line (also `jupyter chkpt`, `python -m jupyter_chkpt`).
 
 One Command class per subcommand; each adds its arguments and runs with the
-parsed namespace. Errors from the ChkptError hierarchy print their message
-(which carries the remedy) and exit with status 1.
+parsed namespace. Errors print their message with its remedy, never a
+traceback (unless $JUPYTER_CHKPT_DEBUG is set), and exit with status 1.
 """
 
 from __future__ import annotations
@@ -10,13 +10,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
+import select
 import sys
 from typing import Any, ClassVar
 
-from . import __version__
-from .errors import ChkptError
+from . import __version__, refs
+from .errors import ChkptError, FilesLost, UnknownSnapshot, as_chkpt_error
 
 EXIT_ERROR = 1
+EXIT_SIGPIPE = 128 + 13  # as a process killed by SIGPIPE
+REFERENCE = "a snapshot id, a unique prefix of it (4+ characters) or a label"
 
 
 def _human(n: float) -> str:
@@ -55,6 +59,22 @@ class Command:
         from .store import Store
 
         return Store(args.store)
+
+    @staticmethod
+    def resolve(store: Any, ref: str, pid: int | None = None) -> str:
+        """The id `ref` names (refs.py); with `pid`, among that process's snapshots, -N too."""
+        where = f"PID {pid}" if pid is not None else "the store"
+        listing = f"`jupyter-chkpt ls{'' if pid is None else f' {pid}'}`"
+        try:
+            return str(
+                refs.resolve(
+                    store.list(pid), ref, where=where, newest=pid is not None, listing=listing
+                ).id
+            )
+        except UnknownSnapshot:
+            if refs.ID_LIKE.fullmatch(ref):  # one `ls` skips or another PID's: let the store
+                return str(store.resolve(ref))  # and the engine say why
+            raise
 
 
 class CheckCommand(Command):
@@ -141,7 +161,8 @@ class SnapshotCommand(Command):
     def run(self, args: argparse.Namespace) -> int:
         from .engine import checkpoint
 
-        info = checkpoint(args.pid, self.store(args), label=args.label)
+        label = refs.check_label(args.label)
+        info = checkpoint(args.pid, self.store(args), label=label)
         if args.json:
             _print_json(
                 {
@@ -163,20 +184,30 @@ class RestoreCommand(Command):
         "layout, fds, epoll registrations, eventfd counters, offsets, signal dispositions, "
         "umask and cwd. A one-shot CLI holds no duplicates of the process's files between "
         "snapshot and restore, so of the fds closed since the snapshot only regular files "
-        "can be reopened; the rest are listed as notes. Anything that could not be put "
-        "back is printed as a note."
+        "can be reopened: a restore that would leave closed sockets, pipes, eventfds or "
+        "epolls the snapshot has is refused, naming them, unless --force is given. "
+        "Anything that could not be put back is printed as a note."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "pid", type=int, help="the process to restore (the one the snapshot was taken from)"
         )
-        parser.add_argument("snapshot", help="snapshot id (or a unique prefix of it)")
+        parser.add_argument("snapshot", help=f"{REFERENCE}, or -N: the N-th newest of PID")
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="restore even if files the snapshot uses stay closed (the process may fail)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from .engine import restore
 
-        result = restore(args.pid, self.store(args), args.snapshot)
+        store = self.store(args)
+        snap_id = self.resolve(store, args.snapshot, args.pid)
+        if not args.force:
+            self.refuse_lost_files(store, snap_id, args.pid)
+        result = restore(args.pid, store, snap_id)
         if args.json:
             _print_json(result.to_json())
         else:
@@ -188,6 +219,25 @@ class RestoreCommand(Command):
             for note in result.notes:
                 print(f"note: {note}")
         return 0
+
+    @staticmethod
+    def refuse_lost_files(store: Any, snap_id: str, pid: int) -> None:
+        """Files the snapshot's memory still uses that this restore cannot put back
+        (a one-shot CLI holds no duplicates): a pyzmq process without its eventfds
+        and sockets aborts. The engine refuses another process's snapshot itself."""
+        from .engine.files import files_lost
+        from .proc import procfs
+
+        meta = store.load_meta(snap_id)
+        if meta.files is None or not meta.process.same_process(procfs.identity(pid)):
+            return
+        lost = files_lost(pid, meta.files)
+        if lost:
+            named = ", ".join(f"fd {f.fd} ({f.kind} {f.link})" for f in lost)
+            raise FilesLost(
+                f"restoring snapshot {snap_id} would leave closed {len(lost)} file(s) it "
+                f"uses, which this command cannot put back: {named}"
+            )
 
 
 class LsCommand(Command):
@@ -243,11 +293,11 @@ class ShowCommand(Command):
     help = "print a snapshot's manifest as JSON"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("snapshot", help="snapshot id (or a unique prefix of it)")
+        parser.add_argument("snapshot", help=REFERENCE)
 
     def run(self, args: argparse.Namespace) -> int:
         store = self.store(args)
-        _print_json(store.manifest(store.resolve(args.snapshot)))
+        _print_json(store.manifest(self.resolve(store, args.snapshot)))
         return 0
 
 
@@ -256,13 +306,11 @@ class RmCommand(Command):
     help = "delete snapshots (their pages go at the next gc)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "snapshots", nargs="+", metavar="ID", help="snapshot ids (or unique prefixes)"
-        )
+        parser.add_argument("snapshots", nargs="+", metavar="REF", help=f"each {REFERENCE}")
 
     def run(self, args: argparse.Namespace) -> int:
         store = self.store(args)
-        ids = [store.resolve(ref) for ref in args.snapshots]
+        ids = [self.resolve(store, ref) for ref in args.snapshots]
         for snap_id in ids:
             store.delete(snap_id)
         if args.json:
@@ -310,8 +358,17 @@ class HelperCommand(Command):
                 return 0
             print("helper stopping (operations in progress finish first)")
             return 0
-        with HelperClient(start=args.action == "start") as c:
-            status = c.call("status", timeout=30)
+        try:
+            with HelperClient(start=args.action == "start") as c:
+                status = c.call("status", timeout=30)
+        except HelperUnavailable as e:
+            if args.action == "start":
+                raise
+            raise HelperUnavailable(
+                e.message,
+                "A helper starts on demand when a snapshots kernel needs one; "
+                "`jupyter-chkpt helper start` starts one now",
+            ) from None
         if args.json:
             _print_json(status)
             return 0
@@ -368,14 +425,43 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        try:
+            return _run(args)
+        finally:
+            sys.stdout.flush()  # a reader that went away shows here, not at exit
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise
+        # `jupyter-chkpt ls | head`: the reader has what it wanted; end as `yes | head` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SIGPIPE
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         return int(args.handler.run(args))
-    except ChkptError as e:
-        print(f"jupyter-chkpt: error: {e}", file=sys.stderr)
-        if args.json:
-            _print_json({"error": str(e), "type": type(e).__name__})
-        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        if isinstance(e, BrokenPipeError) and _stdout_gone():
+            raise
+        if not isinstance(e, ChkptError) and os.environ.get("JUPYTER_CHKPT_DEBUG"):
+            raise
+        error = as_chkpt_error(e, "run it again with JUPYTER_CHKPT_DEBUG=1 for the traceback")
+        print(f"jupyter-chkpt: error: {error}", file=sys.stderr)
+        if args.json:
+            _print_json({"error": str(error), "type": type(error).__name__})
+        return EXIT_ERROR
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe nobody reads any more."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

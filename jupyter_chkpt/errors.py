@@ -7,6 +7,9 @@ message never ends at "what went wrong".
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class ChkptError(Exception):
     """Base class: `message` says what happened, `remedy` what to do."""
@@ -47,10 +50,43 @@ class ProcessAlreadyTraced(ProcessError):
 
 
 class PtraceDenied(ProcessError):
-    remedy = (
-        "Allow tracing: the target can call prctl(PR_SET_PTRACER, helper_pid), or set "
-        "/proc/sys/kernel/yama/ptrace_scope to 0; run `jupyter-chkpt check` to see what this machine allows"
+    """The kernel refused PTRACE_SEIZE; the remedy names what this machine may be doing."""
+
+    def __init__(self, message: str, remedy: str | None = None) -> None:
+        super().__init__(message, remedy if remedy is not None else ptrace_remedy())
+
+
+YAMA_SCOPE = "/proc/sys/kernel/yama/ptrace_scope"
+
+
+def ptrace_remedy(scope_path: str = YAMA_SCOPE) -> str:
+    """What may forbid tracing here: Yama only where this machine has it."""
+    check = "`jupyter-chkpt check` shows what this machine allows"
+    others = (
+        "the process may be non-dumpable (a setuid program, prctl(PR_SET_DUMPABLE, 0)), "
+        "hold capabilities you lack, or a security module (AppArmor, SELinux) may forbid it"
     )
+    try:
+        with open(scope_path) as f:
+            scope: int | None = int(f.read())
+    except (OSError, ValueError):
+        scope = None
+    if scope is None:
+        return f"This machine has no Yama, so {others}; {check}"
+    if scope == 1:
+        return (
+            "Yama ptrace_scope is 1: only a declared tracer may attach. Kernels declare the "
+            "helper themselves; another process must call prctl(PR_SET_PTRACER, <tracer PID>), "
+            f"or an administrator can set kernel.yama.ptrace_scope=0; {check}"
+        )
+    if scope == 2:
+        return (
+            "Yama ptrace_scope is 2: only CAP_SYS_PTRACE may trace; run as root or have an "
+            f"administrator lower kernel.yama.ptrace_scope; {check}"
+        )
+    if scope >= 3:
+        return f"Yama ptrace_scope is {scope}: tracing is off until the next reboot; {check}"
+    return f"Yama allows tracing here (ptrace_scope 0), so {others}; {check}"
 
 
 class ProcessStopped(ProcessError):
@@ -84,6 +120,17 @@ class UnsupportedState(ProcessError):
     """The process holds state that jupyter-chkpt cannot save or put back."""
 
     remedy = "Nothing was changed; the process keeps running as it was"
+
+
+class FilesLost(ProcessError):
+    """A restore would leave closed files the snapshot's memory still uses."""
+
+    remedy = (
+        "Nothing was changed. A one-shot command holds no duplicates of a process's files "
+        "between snapshot and restore, and a process that finds them closed may fail (a "
+        "pyzmq one aborts). Restore anyway with --force, or restore a snapshot taken after "
+        "they changed"
+    )
 
 
 class UnsupportedPlatform(ChkptError):
@@ -196,6 +243,8 @@ class HelperTimeout(HelperUnavailable):
 
 
 class ProtocolError(HelperError):
+    """The other side speaks another version of the helper protocol."""
+
     remedy = "The helper and this process run different versions of jupyter-chkpt; restart the helper (`jupyter-chkpt helper stop`) and the kernel"
 
 
@@ -207,6 +256,63 @@ class NotRegistered(HelperError):
     remedy = (
         'Start the kernel as "Python 3 (snapshots)" or run `%load_ext jupyter_chkpt` in it first'
     )
+
+
+# --- requests ------------------------------------------------------------------------
+
+
+class BadRequest(ChkptError):
+    """A request's arguments are invalid: the remedy says what is valid. Nothing was done."""
+
+    remedy = "Nothing was done; see docs/PROTOCOL.md for the valid arguments"
+
+
+class RequestTooLarge(BadRequest):
+    remedy = "Nothing was done; see docs/PROTOCOL.md for the size limits"
+
+
+class HostError(ChkptError):
+    """The operating system refused something (disk full, a path, a limit)."""
+
+
+class InternalError(ChkptError):
+    """An error jupyter-chkpt did not expect: a bug."""
+
+    remedy = "This is a bug in jupyter-chkpt: please report it with the command that caused it"
+
+
+_OS_REMEDIES = {
+    errno.ENOSPC: "Free space on that disk: delete snapshots you no longer need (`jupyter-chkpt rm`, "
+    "then `jupyter-chkpt gc`), or use a store on another disk (--store, $JUPYTER_CHKPT_STORE)",
+    errno.EDQUOT: "Your disk quota is used up: delete snapshots you no longer need (`jupyter-chkpt "
+    "rm`, then `jupyter-chkpt gc`), or use a store on another disk (--store, $JUPYTER_CHKPT_STORE)",
+    errno.EACCES: "Check the owner and mode of that path and of the directories above it",
+    errno.EPERM: "Check the owner and mode of that path and of the directories above it",
+    errno.EROFS: "That file system is read-only: use a store on another one (--store, $JUPYTER_CHKPT_STORE)",
+    errno.EEXIST: "Something is in the way at that path: a directory is needed there; move it or "
+    "choose another directory (--store, $JUPYTER_CHKPT_STORE)",
+    errno.ENOTDIR: "A part of that path is a file where a directory is needed; move it or choose "
+    "another directory (--store, $JUPYTER_CHKPT_STORE)",
+    errno.ENOENT: "A part of that path is missing; check it",
+    errno.EMFILE: "Too many open files: raise the limit (`ulimit -n`) and try again",
+    errno.ENFILE: "The system has too many open files: close some programs and try again",
+    errno.ENOMEM: "The system is out of memory: free some and try again",
+}
+
+
+def as_chkpt_error(error: BaseException, details: str = "") -> ChkptError:
+    """`error` as a ChkptError with a remedy. `details` says where to find more
+    (a log) for errors that are bugs."""
+    if isinstance(error, ChkptError):
+        return error
+    if isinstance(error, OSError) and error.errno is not None:
+        what = error.strerror or os.strerror(error.errno)
+        if error.filename is not None:
+            what = f"{what}: {error.filename}"
+        remedy = _OS_REMEDIES.get(error.errno, "Check the system's state and try again")
+        return HostError(what, remedy)
+    remedy = InternalError.remedy + (f" ({details})" if details else "")
+    return InternalError(f"unexpected {type(error).__name__}: {error}", remedy)
 
 
 # --- kernels as the server extension sees them -------------------------------------

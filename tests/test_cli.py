@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +69,199 @@ def test_check_command() -> None:
     report = json.loads(res.stdout)
     assert res.returncode == (0 if report["snapshots_possible"] else 1)
     assert {c["name"] for c in report["capabilities"]} >= {"ptrace", "/proc/PID/mem write"}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jupyter_chkpt", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def fd_kinds(target: Any) -> dict[int, str]:
+    return {
+        int(n): link.split(":")[0]
+        for n, link in (pair.split("=", 1) for pair in target.ok("fds").split())
+    }
+
+
+@pytest.mark.timeout(180)
+def test_restore_that_would_lose_sockets_pipes_and_eventfds_is_refused(
+    spawn, store_dir: Path
+) -> None:
+    """A one-shot CLI holds no duplicates: a restore that would leave closed the
+    files the snapshot's memory uses is refused, naming each, unless --force."""
+    store = ["--store", str(store_dir)]
+    target = spawn("py_files.py", "closed")
+    pid = str(target.pid)
+    at_snapshot = fd_kinds(target)
+    snap = run("snapshot", pid, *store)["id"]
+    target.ok("mutate")  # closes a socketpair, a listener, a pipe, an eventfd and an epoll
+    after = fd_kinds(target)
+    gone = sorted(set(at_snapshot) - set(after))
+    assert len(gone) == 7  # 3 sockets, 2 pipe ends, the eventfd, the epoll
+
+    res = cli("restore", pid, snap, *store)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert f"would leave closed {len(gone)} file(s)" in res.stderr
+    for fd in gone:
+        assert f"fd {fd} (" in res.stderr
+    for kind in ("socket socket:[", "pipe pipe:[", "eventfd anon_inode:[eventfd]", "epoll"):
+        assert kind in res.stderr, res.stderr
+    assert "--force" in res.stderr and "Nothing was changed" in res.stderr
+    assert fd_kinds(target) == after, "the refused restore changed the fd table"
+    target.ok("work")
+
+    forced = run("restore", pid, snap, "--force", *store)
+    assert forced["snapshot_id"] == snap
+    assert any("left closed" in note for note in forced["files"]["notes"]), forced["files"]
+    assert set(fd_kinds(target)) == set(after)  # memory is back; those fds stay closed
+    target.kill()
+
+
+@pytest.mark.timeout(180)
+def test_restore_refused_for_a_number_now_taken_by_another_file(spawn, store_dir: Path) -> None:
+    store = ["--store", str(store_dir)]
+    target = spawn("py_files.py", "reused")
+    snap = run("snapshot", str(target.pid), *store)["id"]
+    reused = int(target.ok("mutate").removeprefix("fd="))  # the pipe's read end is /dev/null now
+    res = cli("restore", str(target.pid), snap, *store)
+    assert res.returncode == 1, res.stderr
+    assert "would leave closed 1 file(s)" in res.stderr and f"fd {reused} (pipe" in res.stderr
+    target.kill()
+
+
+@pytest.mark.timeout(180)
+def test_restore_that_only_closes_new_files_goes_ahead(spawn, store_dir: Path) -> None:
+    store = ["--store", str(store_dir)]
+    target = spawn("py_files.py", "opened")
+    snap = run("snapshot", str(target.pid), *store)["id"]
+    target.ok("mutate")  # new sockets, pipe, eventfd, epoll: a restore closes them
+    run("restore", str(target.pid), snap, *store)
+    target.ok("verify")
+    target.quit()
+
+
+@pytest.mark.timeout(180)
+def test_references_and_labels(spawn, store_dir: Path) -> None:
+    """One reference syntax: exact id, -N (with a PID), exact label, unique prefix of 4+."""
+    store = ["--store", str(store_dir)]
+    target = spawn("py_counter.py")
+    pid = str(target.pid)
+    first = run("snapshot", pid, "--label", "start", *store)["id"]
+    target.ok("mutate")
+    second = run("snapshot", pid, *store)["id"]
+    target.ok("mutate")
+    assert run("restore", pid, "start", *store)["snapshot_id"] == first
+    assert target.ok("verify 1") == "counter=1"
+    assert run("restore", pid, "-1", *store)["snapshot_id"] == second
+    assert target.ok("verify 2") == "counter=2"
+    assert run("restore", pid, first[:4], *store)["snapshot_id"] == first
+    assert run("show", "start", *store)["id"] == first
+
+    for label, says in [
+        ("abcd1234", "looks like a snapshot id"),
+        ("-3", "looks like -N"),
+        ("x" * 201, "too long"),
+    ]:
+        res = cli("snapshot", pid, "--label", label, *store)
+        assert res.returncode == 1 and says in res.stderr and "Traceback" not in res.stderr
+    for args, says in [
+        (("restore", pid, ""), "no snapshot given"),
+        (("restore", pid, first[:3]), "has no snapshot with id or label"),
+        (("restore", pid, "-9"), "has 2 snapshot(s)"),
+        (("show", "--", "-1"), "-N counts the snapshots of one process"),
+        (("rm", "nothing-like-this"), "the store has no snapshot with id or label"),
+    ]:
+        res = cli(args[0], *store, *args[1:])
+        assert res.returncode == 1 and says in res.stderr, (args, res.stderr)
+        assert "Traceback" not in res.stderr
+    assert len(run("ls", *store)) == 2, "a refused command deleted something"
+    target.quit()
+
+
+def test_os_errors_print_a_message_and_a_remedy(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = cli("ls", "--store", str(blocker / "store"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert str(blocker) in res.stderr and "--store" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("fmt", [(), ("--json",)])
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, fmt: tuple[str]) -> None:
+    """`jupyter-chkpt ls | head`: no BrokenPipeError, the status of a SIGPIPE death."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the command writes anything
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "jupyter_chkpt", "ls", "--store", str(tmp_path / "s"), *fmt],
+            stdout=w,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(w)
+    assert res.stderr == "" and res.returncode == 128 + signal.SIGPIPE, res.stderr
+
+
+@pytest.mark.timeout(180)
+def test_ptrace_denied_gives_advice_that_fits_this_machine(nonroot_user, user_dir: Path) -> None:
+    """A non-dumpable process of one's own: the kernel refuses PTRACE_SEIZE. Yama is
+    only mentioned as a cause where this machine has it (`check` agrees)."""
+    import zdtm
+
+    env = zdtm.user_env(nonroot_user)
+    as_user: dict[str, Any] = dict(
+        user=nonroot_user.pw_uid, group=nonroot_user.pw_gid, extra_groups=[], env=env
+    )
+    code = "import ctypes, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); print(1, flush=True)"
+    code += "; time.sleep(300)"  # prctl(PR_SET_DUMPABLE, 0)
+    store = ("--store", str(user_dir / "store"))
+    target = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=user_dir, **as_user
+    )
+    try:
+        assert target.stdout is not None and target.stdout.readline()  # non-dumpable now
+        res = subprocess.run(
+            [*(sys.executable, "-m", "jupyter_chkpt", "snapshot", str(target.pid)), *store],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=user_dir,
+            **as_user,
+        )
+    finally:
+        target.kill()
+        target.wait()
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "refused to let us trace" in res.stderr and "non-dumpable" in res.stderr, res.stderr
+    if Path("/proc/sys/kernel/yama").exists():
+        assert "Yama ptrace_scope is" in res.stderr or "Yama allows" in res.stderr, res.stderr
+    else:
+        assert "no Yama" in res.stderr and "ptrace_scope" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize(
+    ("scope", "says", "not_says"),
+    [
+        (None, "This machine has no Yama", "ptrace_scope"),
+        ("0", "Yama allows tracing here", "administrator"),
+        ("1", "only a declared tracer", "non-dumpable"),
+        ("2", "only CAP_SYS_PTRACE", "non-dumpable"),
+        ("3", "tracing is off until the next reboot", "non-dumpable"),
+    ],
+)
+def test_ptrace_remedy_for_each_yama_setting(
+    tmp_path: Path, scope: str | None, says: str, not_says: str
+) -> None:
+    from jupyter_chkpt.errors import ptrace_remedy
+
+    path = tmp_path / "ptrace_scope"
+    if scope is not None:
+        path.write_text(scope + "\n")
+    remedy = ptrace_remedy(str(path))
+    assert says in remedy and not_says not in remedy and "jupyter-chkpt check" in remedy

@@ -248,21 +248,32 @@ def test_snapshot_browser_widget(kernel) -> None:
 
 @pytest.mark.timeout(300)
 def test_snapshot_references(kernel) -> None:
-    """An exact id, then an exact label, then a unique id prefix of 4+ characters."""
+    """An exact id, then an exact label, then a unique id prefix of 4+ characters;
+    labels that look like ids are refused, and a label is never matched twice."""
     kernel.ok("v = 'first'")
     first = kernel.value("%checkpoint -m start").strip("'")
     kernel.ok("v = 'second'")
-    # a label that is also a prefix of the first id: the label wins
-    second = kernel.value(f"%checkpoint -m {first[:4]}").strip("'")
+    refused = kernel.run(f"%checkpoint -m {first[:4]}")  # would shadow the id prefix
+    assert refused.status == "error", refused.content
+    assert "looks like a snapshot id" in refused.content["evalue"], refused.content
+    assert "neither 4 to 8 hex digits" in refused.content["evalue"]  # the remedy
+    second = kernel.value("%checkpoint").strip("'")
+    # a label that is also the start of its own id: one match (the issue's "B" on bccca9b9)
+    initial = second[0].upper()
+    r = kernel.chkpt("label", snapshot=second, label=initial)
+    assert r.content["status"] == "ok", r.content
     kernel.ok("v = 'third'")
-    kernel.ok(f"%restore {first[:4]}")
+    kernel.ok(f"%restore {initial}")
     assert kernel.value("v") == "'second'"
     kernel.ok(f"%restore {first}")
     assert kernel.value("v") == "'first'"
     kernel.ok(f"%restore {second[:5]}")
     assert kernel.value("v") == "'second'"
+    kernel.ok(f"%restore {first[:4].upper()}")  # ids are hex: either case
+    assert kernel.value("v") == "'first'"
     short = kernel.run(f"%restore {first[:3]}")
     assert short.status == "error" and "no snapshot with id or label" in short.content["evalue"]
+    assert "at least its first 4 characters" in short.content["evalue"]
     kernel.ok("%checkpoint -m start")  # a second 'start'
     twice = kernel.run("%restore start")
     assert twice.status == "error" and "give an id" in twice.content["evalue"], twice.content

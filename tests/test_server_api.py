@@ -213,3 +213,99 @@ def test_every_route_needs_authentication(api, jp_asyncio_loop, method: str, pat
         )
     )
     assert r.code == 403, (method, path, r.code)
+
+
+@pytest.mark.timeout(300)
+def test_another_kernels_snapshot_is_unknown_on_every_route(
+    api, jp_serverapp, jp_asyncio_loop
+) -> None:
+    """A snapshot is reached only through the kernel it belongs to: PATCH (relabel),
+    DELETE and restore of k2's snapshot under k1 are 404 and change nothing."""
+    go = jp_asyncio_loop.run_until_complete
+    k1, k2 = go(start_kernel(api)), go(start_kernel(api))
+    code, s1 = go(call(api, "POST", "kernels", k1, "snapshots", body={"label": "mine"}))
+    assert code == 201, s1
+    code, s2 = go(call(api, "POST", "kernels", k2, "snapshots", body={"label": "theirs"}))
+    assert code == 201, s2
+    other = s2["snapshot"]["id"]
+    for ref in (other, "theirs"):
+        code, err = go(call(api, "PATCH", "kernels", k1, "snapshots", ref, body={"label": "x"}))
+        assert code == 404 and ref in err["message"], (ref, code, err)
+        code, err = go(call(api, "DELETE", "kernels", k1, "snapshots", ref))
+        assert code == 404, (ref, code, err)
+        code, err = go(call(api, "POST", "kernels", k1, "snapshots", ref, "restore", body={}))
+        assert code == 404, (ref, code, err)
+    code, listing = go(call(api, "GET", "kernels", k2, "snapshots"))
+    assert [(s["id"], s["label"]) for s in listing["snapshots"]] == [(other, "theirs")]
+    # through its own kernel it works
+    code, labelled = go(
+        call(api, "PATCH", "kernels", k2, "snapshots", other, body={"label": "renamed"})
+    )
+    assert code == 200 and labelled["snapshot"]["label"] == "renamed", labelled
+
+
+@pytest.mark.timeout(300)
+def test_bad_bodies_are_refused_before_anything_is_done(api, jp_serverapp, jp_asyncio_loop) -> None:
+    go = jp_asyncio_loop.run_until_complete
+    kid = go(start_kernel(api))
+    code, settings = go(call(api, "PUT", "kernels", kid, "settings", body={}))
+    assert code == 200, settings
+    for body, says in [
+        ({"keep": "x"}, "keep must be a whole number"),
+        ({"keep": True}, "keep must be a whole number"),  # a JSON true is no number
+        ({"keep": 2.5}, "keep must be a whole number"),
+        ({"auto": "yes"}, "auto must be true or false"),
+        ({"auto": True, "keep": "x"}, "keep must be a whole number"),  # nothing half-applied
+        ({"wait": "no"}, "wait must be true or false"),
+        ({"frobnicate": 1}, "unknown field 'frobnicate'"),
+    ]:
+        code, err = go(call(api, "PUT", "kernels", kid, "settings", body=body))
+        assert code == 400 and says in err["message"], (body, code, err)
+        assert err["reason"] == "BadRequest" and "restart the helper" not in err["message"]
+    code, now = go(call(api, "PUT", "kernels", kid, "settings", body={}))
+    assert now == settings, "a refused request changed the settings"
+
+    for body, says in [
+        ({"keep": "x"}, "unknown field 'keep'"),
+        ({"label": 7}, "a label must be a string"),
+        ({"label": "abcd1234"}, "looks like a snapshot id"),
+        ({"label": "-2"}, "looks like -N"),
+        ({"label": "x" * 201}, "too long"),
+        ({"label": "a\nb"}, "control characters"),
+    ]:
+        code, err = go(call(api, "POST", "kernels", kid, "snapshots", body=body))
+        assert code == 400 and says in err["message"], (body, code, err)
+        assert "restart the helper" not in err["message"]
+
+    def raw(method: str, body: bytes, *path: str) -> Any:
+        return go(
+            api(
+                "api",
+                "chkpt",
+                "kernels",
+                kid,
+                *path,
+                method=method,
+                body=body,
+                raise_error=False,
+                allow_nonstandard_methods=True,
+            )
+        )
+
+    deep = b"[" * 30_000 + b"]" * 30_000  # under the size limit
+    for path in (("snapshots",), ("settings",)):
+        r = raw("PUT" if path == ("settings",) else "POST", deep, *path)
+        assert r.code == 400 and b"nested too deeply" in r.body, (path, r.code, r.body[:300])
+    r = raw("POST", b"[" * 100_000 + b"]" * 100_000, "snapshots")  # over it
+    assert r.code == 413, (r.code, r.body[:300])
+    huge = json.dumps({"label": "x" * (90 << 20)}).encode()
+    r = raw("POST", huge, "snapshots")
+    err = json.loads(r.body)
+    assert r.code == 413 and err["reason"] == "RequestTooLarge", (r.code, err)
+    assert "limit of 65536 bytes" in err["message"], err
+    assert "restart the helper" not in err["message"]
+    r = raw("PATCH", huge, "snapshots", "deadbeef")
+    assert r.code == 413, (r.code, r.body[:300])
+
+    code, listing = go(call(api, "GET", "kernels", kid, "snapshots"))
+    assert code == 200 and listing["snapshots"] == [], "a refused request took a snapshot"

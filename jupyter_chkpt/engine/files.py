@@ -498,3 +498,31 @@ def close_parked(fz: Frozen) -> None:
 
 def _errname(result: int) -> str:
     return f"{os.strerror(-result)} ({errno.errorcode.get(-result, -result)})"
+
+
+def files_lost(pid: int, want: list[FileImage]) -> list[FileImage]:
+    """The snapshot's fds that a restore without held duplicates (the CLI's) would
+    leave closed: no longer the same file at that number (kind, inode, eventfd id:
+    all a restore without duplicates can compare, as `_Reconciler.same` does), and
+    not a regular file or directory that can be reopened by its path."""
+    now = fds.read_fd_table(pid)
+    lost = []
+    for w in want:
+        c = now.get(w.fd)
+        if c is not None and (w.kind, w.dev, w.ino, w.details.get("eventfd-id")) == (
+            c.kind,
+            c.dev,
+            c.ino,
+            c.details.get("eventfd-id"),
+        ):
+            continue
+        if w.kind in ("file", "dir") and w.link.startswith("/"):
+            try:
+                st = os.stat(w.link)
+            except OSError:
+                pass
+            else:
+                if (st.st_dev, st.st_ino) == (w.dev, w.ino):
+                    continue  # reopened by path
+        lost.append(w)
+    return lost

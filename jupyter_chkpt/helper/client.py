@@ -17,7 +17,14 @@ import threading
 import time
 from typing import Any
 
-from ..errors import HelperStopped, HelperTimeout, HelperUnavailable, ProtocolError
+from ..errors import (
+    BadRequest,
+    HelperStopped,
+    HelperTimeout,
+    HelperUnavailable,
+    ProtocolError,
+    RequestTooLarge,
+)
 from . import paths, protocol
 
 START_TIMEOUT = 30.0
@@ -104,8 +111,13 @@ class HelperClient:
                 raise HelperUnavailable("this connection to the helper was abandoned")
             req_id = next(self._ids)
             data = protocol.encode(protocol.request(req_id, op, **args))
-            if len(data) > protocol.MAX_LINE:
-                raise ProtocolError(f"a {op} request of {len(data)} bytes is too large to send")
+            if len(data) - 1 > protocol.MAX_LINE:  # the helper would skip it
+                raise RequestTooLarge(
+                    f"a {op} request of {len(data) - 1} bytes is over the helper's limit of "
+                    f"{protocol.MAX_LINE} bytes; it was not sent",
+                    "Nothing was done. Labels and tags are small; a restore carries the shell "
+                    "messages queued behind it: let those run first, then restore",
+                )
             if self._peer_gone():
                 self._abandon()  # between requests (a restarted helper): safe to repeat
                 raise HelperUnavailable("the helper closed the connection (it may have exited)")
@@ -119,6 +131,9 @@ class HelperClient:
             except OSError as e:
                 self._abandon()
                 raise HelperStopped(f"lost the connection to the helper during {op}: {e}") from None
+            except RequestTooLarge as e:
+                self._abandon()
+                raise ProtocolError(f"the helper's reply: {e.message}") from None
             except BaseException:
                 # interrupted while the helper works: its late reply must never be read
                 # as the answer to another request
@@ -127,7 +142,11 @@ class HelperClient:
             if line is None:
                 self._abandon()
                 raise HelperStopped(f"the helper stopped during {op}, before it answered")
-            reply = protocol.decode(line)
+            try:
+                reply = protocol.decode(line)
+            except BadRequest as e:
+                self._abandon()
+                raise ProtocolError(f"the helper's reply: {e.message}") from None
             if reply.get("id") != req_id:
                 raise ProtocolError(f"reply to request {reply.get('id')}, expected {req_id}")
             return protocol.raise_for(reply)

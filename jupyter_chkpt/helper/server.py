@@ -18,7 +18,6 @@ import ctypes
 import fcntl
 import logging
 import os
-import re
 import secrets
 import signal
 import socket
@@ -29,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__
+from .. import __version__, refs
 from ..engine import restore, space
 from ..engine.dump import Taken, provisional, take
 from ..engine.journal import safety_file
@@ -37,19 +36,20 @@ from ..engine.keeper import FdKeeper
 from ..engine.rescue import rescue_all
 from ..engine.tracking import Tracking
 from ..errors import (
-    AmbiguousSnapshot,
     ChkptError,
     HelperUnavailable,
     NotRegistered,
     ProtocolError,
     RequestRefused,
+    RequestTooLarge,
     StoreError,
     UnknownSnapshot,
+    as_chkpt_error,
 )
 from ..proc import procfs
 from ..proc.memory import StagingBuffer
 from ..store import SnapshotInfo, Store
-from . import paths, protocol
+from . import args, paths, protocol
 from .client import peer_credentials
 
 log = logging.getLogger("jupyter_chkpt.helper")
@@ -57,6 +57,8 @@ log = logging.getLogger("jupyter_chkpt.helper")
 PRUNE_INTERVAL = 1.0  # seconds between checks for kernels that have exited
 SHUTDOWN_WAIT_S = 300.0  # at most, for operations in progress when asked to stop
 STORE_NICE = 10  # background stores of automatic snapshots
+REFUSED_DRAIN_S = 10.0  # at most, reading what a refused peer still sends
+REFUSED_DRAIN_BYTES = 1 << 20
 
 
 @dataclass
@@ -129,22 +131,38 @@ class Connection:
                         ),
                     )
                 )
+                self._drain()
                 return
             while True:
-                line = self.reader.read()
+                try:
+                    line = self.reader.read()
+                except RequestTooLarge as e:  # answered; the reader skips the rest of it
+                    log.info("pid %d sent an over-long line", self.peer_pid)
+                    self.send(protocol.failed(None, e))
+                    continue
                 if line is None:
                     return
                 self.handle(line)
-        except ProtocolError as e:  # e.g. a line too long to read: say so, then hang up
-            log.info("connection from pid %d ended: %s", self.peer_pid, e)
-            with contextlib.suppress(OSError):
-                self.send(protocol.failed(None, e))
         except OSError as e:
             log.info("connection from pid %d ended: %s", self.peer_pid, e)
         finally:
             self.server.forget(self)
             with contextlib.suppress(OSError):
                 self.sock.close()
+
+    def _drain(self) -> None:
+        """After the refusal: read (and drop) what the peer sends until it hangs up,
+        so that a request it sends after we answered never meets a closed socket
+        (EPIPE) before it reads the answer. Bounded: the peer is a stranger."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)  # the peer reads the refusal, then EOF
+            self.sock.settimeout(REFUSED_DRAIN_S)
+            left = REFUSED_DRAIN_BYTES
+            while left > 0:
+                chunk = self.sock.recv(min(left, 1 << 16))
+                if not chunk:
+                    return
+                left -= len(chunk)
 
     def handle(self, line: bytes) -> None:
         req_id = None
@@ -159,7 +177,8 @@ class Connection:
         except Exception as e:
             if not isinstance(e, ChkptError):
                 log.exception("request %r failed", line[:200])
-            self.send(protocol.failed(req_id, e))
+            error = as_chkpt_error(e, f"the helper's log: {paths.log_path()}")
+            self.send(protocol.failed(req_id, error))
             return
         if result is not None:  # None: the reply went out already (restore)
             self.send(protocol.ok(req_id, result))
@@ -300,11 +319,11 @@ class HelperServer:
     # --- operations ------------------------------------------------------------------
 
     def op_register(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
-        pid = int(req.get("pid", conn.peer_pid))
+        pid, kernel_id = args.register(req, conn.peer_pid)
         if pid != conn.peer_pid:
             raise RequestRefused(f"PID {conn.peer_pid} tried to register PID {pid}")
         identity = procfs.identity(pid)
-        k = Kernel(pid, identity.start_time, str(req.get("kernel_id", "")), conn)
+        k = Kernel(pid, identity.start_time, kernel_id, conn)
         with self.lock:
             old = self.kernels.get(pid)
             if old is not None and old.conn is not conn and old.start_time == k.start_time:
@@ -330,6 +349,7 @@ class HelperServer:
         return k
 
     def op_checkpoint(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
+        args.checkpoint(req)  # before anything is done: req's arguments are valid below
         k = self._self(conn, "checkpoint")
         tags = dict(req.get("tags") or {})
         tags.setdefault("kernel_id", k.kernel_id)
@@ -477,6 +497,7 @@ class HelperServer:
         return [i.id for i in doomed]
 
     def op_restore(self, conn: Connection, req: dict[str, Any]) -> None:
+        args.restore(req)
         k = self._self(conn, "restore")
         if self._resolve(k, str(req.get("ref", ""))).id in k.pending:
             with k.store_lock:  # the snapshot must be stored first (stores go in order)
@@ -529,51 +550,40 @@ class HelperServer:
         return sorted(found.values(), key=lambda i: i.created)
 
     def _resolve(self, k: Kernel, ref: str) -> SnapshotInfo:
-        """-N (N-th newest), an exact id, an exact label, or a unique id prefix of at
-        least 4 characters, in that order, among this kernel's snapshots."""
+        """The snapshot `ref` names among this kernel's (refs.py has the syntax)."""
         mine = self._snapshots_of(k.pid, k.start_time)
         if not mine:
             raise UnknownSnapshot("this kernel has no snapshots", "Take one with %checkpoint")
-        if not ref:
-            raise UnknownSnapshot("no snapshot given", "Give a snapshot id, a label, or -1")
-        if re.fullmatch(r"-\d+", ref):
-            n = int(ref[1:])
-            if not 1 <= n <= len(mine):
-                raise UnknownSnapshot(
-                    f"{ref}: this kernel has {len(mine)} snapshot(s)",
-                    "Use -1 for the newest, -2 for the one before, ...",
-                )
-            return mine[-n]
-        by_label = [i for i in mine if i.label == ref]
-        for found in (
-            [i for i in mine if i.id == ref.lower()],
-            by_label,
-            [i for i in mine if len(ref) >= 4 and i.id.startswith(ref.lower())],
-        ):
-            if len(found) == 1:
-                return found[0]
-            if found:
-                raise AmbiguousSnapshot(
-                    f"{ref!r} matches snapshots {', '.join(i.id for i in found)}",
-                    "Several snapshots have that label: give an id (%snapshots lists them)"
-                    if found is by_label
-                    else None,
-                )
-        raise UnknownSnapshot(
-            f"this kernel has no snapshot with id or label {ref!r}",
-            "Give the label, the id or at least its first 4 characters; %snapshots lists them",
-        )
+        return refs.resolve(mine, ref, where="this kernel", listing="%snapshots")
 
     def _target(self, req: dict[str, Any]) -> Kernel:
-        pid = req.get("pid")
+        pid, kernel_id = args.scope(str(req.get("op")), req)
         with self.lock:
             for k in self.kernels.values():
-                if k.pid == pid or (req.get("kernel_id") and k.kernel_id == req.get("kernel_id")):
+                if k.pid == pid or (kernel_id and k.kernel_id == kernel_id):
                     return k
         raise NotRegistered(f"no registered kernel with {'PID ' + str(pid) if pid else 'that id'}")
 
+    def _scoped(self, conn: Connection, req: dict[str, Any]) -> Kernel | None:
+        """The kernel a request names (pid, kernel_id), else the caller's own, else None."""
+        pid, kernel_id = args.scope(str(req.get("op")), req)
+        return self._target(req) if (pid or kernel_id) else conn.kernel
+
+    def _named(self, conn: Connection, req: dict[str, Any]) -> SnapshotInfo:
+        """The snapshot `req["snapshot"]` names: among the snapshots of the kernel the
+        request is scoped to (never another kernel's), else in the whole store."""
+        ref = args.snapshot(req)
+        k = self._scoped(conn, req)
+        if k is None:
+            return refs.resolve(self.store.list(), ref, where="the store", newest=False)
+        info = self._resolve(k, ref)
+        if info.id in k.pending:
+            with k.store_lock:  # stored first (stores go in order)
+                pass
+        return info
+
     def op_list(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
-        k = conn.kernel if not (req.get("pid") or req.get("kernel_id")) else self._target(req)
+        k = self._scoped(conn, req)
         if k is None:
             raise NotRegistered("list needs a kernel: give pid or kernel_id")
         with k.store_lock:  # snapshots being stored are listed once stored and pruned
@@ -584,8 +594,8 @@ class HelperServer:
         }
 
     def op_delete(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
-        snap_id = self.store.resolve(str(req.get("snapshot", "")))
-        info = self.store.info(snap_id)
+        info = self._named(conn, req)
+        snap_id = info.id
         with self.lock:
             owner = self.kernels.get(info.pid)
         # not while its kernel is being restored: the restore may be using its files
@@ -598,8 +608,9 @@ class HelperServer:
         self.keeper.release_snapshot(snap_id)
 
     def op_label(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
-        snap_id = self.store.resolve(str(req.get("snapshot", "")))
-        self.store.set_label(snap_id, str(req.get("label", "")))
+        label = args.label(req)
+        snap_id = self._named(conn, req).id
+        self.store.set_label(snap_id, label)
         return {"snapshot": self.store.info(snap_id).to_json()}
 
     def op_status(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:

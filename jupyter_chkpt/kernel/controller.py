@@ -36,7 +36,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ChkptError, HelperStopped, HelperTimeout, HelperUnavailable
+from .. import refs
+from ..errors import (
+    BadRequest,
+    ChkptError,
+    HelperStopped,
+    HelperTimeout,
+    HelperUnavailable,
+    as_chkpt_error,
+)
 from ..helper.client import HelperClient
 
 log = logging.getLogger("jupyter_chkpt.kernel")
@@ -54,6 +62,24 @@ class PendingCheckpoint:
     label: str = ""
     auto: bool = False
     reply_to: dict[str, Any] | None = None  # a chkpt_request to answer when taken
+
+
+@dataclass
+class HeldReply:
+    """A message of a cell that ran %checkpoint, held back by the safe point: its
+    execute_result (sent once the snapshot is stored, else dropped) or its
+    execute_reply (sent then, or turned into an error)."""
+
+    args: tuple[Any, ...]  # Session.send's positional arguments
+    kwargs: dict[str, Any]
+
+    @property
+    def content(self) -> dict[str, Any]:
+        return dict(self.args[2])
+
+    @property
+    def parent(self) -> dict[str, Any]:
+        return dict(self.args[3])
 
 
 @dataclass
@@ -97,6 +123,8 @@ class Checkpointer:
         self._subscribed = threading.Event()
         self._tasks: set[asyncio.Future[None]] = set()
         self._cell_count = 0  # the count of the main shell's last execute_input
+        self._held: HeldReply | None = None
+        self._held_results: list[HeldReply] = []
 
     # --- attaching ------------------------------------------------------------------
 
@@ -109,6 +137,7 @@ class Checkpointer:
         self._orig_execute_input = k._publish_execute_input
         k._publish_execute_input = self._publish_execute_input
         k.shell_handlers["chkpt_request"] = self._chkpt_request
+        self._wrap_session_send()
         self._wrap_main_receive()
         self._wrap_iopub_subscriptions()
         k._chkpt = self
@@ -129,6 +158,68 @@ class Checkpointer:
         if threading.current_thread() is threading.main_thread():
             self._cell_count = execution_count
         self._orig_execute_input(code, parent, execution_count)
+
+    def _wrap_session_send(self) -> None:
+        """Hold back the execute_result and the execute_reply of a cell that asked for
+        a snapshot: the cell succeeded, and the id it returned names a snapshot, only
+        if the snapshot is stored, which is known at the safe point."""
+        session = self.kernel.session
+        send = self._session_send = session.send
+
+        def held_send(*args: Any, **kwargs: Any) -> Any:
+            want = self.pending
+            if (
+                want is None
+                or want.auto
+                or want.reply_to is not None
+                or threading.current_thread() is not threading.main_thread()
+                or len(args) < 2
+            ):
+                return send(*args, **kwargs)
+            if isinstance(args[1], dict) and args[1].get("msg_type") == "execute_result":
+                self._held_results.append(HeldReply(args, kwargs))  # e.g. %checkpoint's id
+                return args[1]
+            if args[1] == "execute_reply" and len(args) >= 4:
+                self._held = HeldReply(args, kwargs)
+                # what ipykernel looks at: the status (it aborts the queue on errors)
+                return session.msg("execute_reply", args[2], args[3], None, kwargs.get("metadata"))
+            return send(*args, **kwargs)
+
+        session.send = held_send
+
+    def _release_results(self, send: bool) -> None:
+        """The held execute_results: sent once the snapshot is stored, else dropped
+        (the id %checkpoint returned names nothing)."""
+        held, self._held_results = self._held_results, []
+        for h in held if send else ():
+            self._session_send(*h.args, **h.kwargs)
+
+    def _send_held(self, error: BaseException | None) -> None:
+        """The held execute_reply; with `error`, as a failed cell (and the queue
+        aborted, as for any failed cell)."""
+        self._release_results(error is None)
+        held, self._held = self._held, None
+        if held is None:
+            return
+        args, kwargs = held.args, dict(held.kwargs)
+        content, parent = held.content, held.parent
+        if error is not None and content.get("status") == "ok":
+            e = as_chkpt_error(error, "the kernel's log")
+            ename = type(e).__name__
+            evalue = f"snapshot failed: {e}"
+            text = [f"jupyter-chkpt: {evalue}"]  # no traceback: the message says it all
+            self._publish("error", {"ename": ename, "evalue": evalue, "traceback": text}, parent)
+            content.update(status="error", ename=ename, evalue=evalue, traceback=text)
+            kwargs["metadata"] = {**(kwargs.get("metadata") or {}), "status": "error"}
+            args = (*args[:2], content, *args[3:])
+            request = parent.get("content", {})
+            if request.get("stop_on_error", True) and not request.get("silent", False):
+                with contextlib.suppress(Exception):
+                    self.kernel._abort_queues(None)
+        elif error is not None:  # the cell had failed already: say it as well
+            e = as_chkpt_error(error, "the kernel's log")
+            self._stream(parent, f"jupyter-chkpt: snapshot failed: {e}\n", "stderr")
+        self._session_send(*args, **kwargs)
 
     def _wrap_main_receive(self) -> None:
         """Record every shell message for the main thread when it arrives."""
@@ -213,8 +304,10 @@ class Checkpointer:
     def request_checkpoint(
         self, label: str = "", *, auto: bool = False, reply_to: dict[str, Any] | None = None
     ) -> str:
-        """Mark a snapshot as wanted at this request's safe point; returns its id."""
+        """Mark a snapshot as wanted at this request's safe point; returns its id,
+        which names a snapshot only once the safe point says it was stored."""
         _on_main_thread("%checkpoint")
+        refs.check_label(label)
         self.client  # noqa: B018 - fail now, in the cell, if there is no helper
         snap_id = secrets.token_hex(4)
         self.pending = PendingCheckpoint(snap_id, label, auto, reply_to)
@@ -337,27 +430,47 @@ class Checkpointer:
             if word.get("state") == "restored" and "restored" in word:
                 # We are a restored process after all: the helper died past the point
                 # of no return of a restore, and the rescue finished it.
+                self._held, self._held_results = None, []  # the process that took it sent them
                 return self._after_restore(word["restored"], stream)
-            self._stream(
-                parent,
-                f"jupyter-chkpt: snapshot failed: {e.message}; nothing was saved and the "
-                f"kernel runs on as it was{_what(word)}. {e.remedy}\n",
-                "stderr",
+            stopped = HelperStopped(
+                f"{e.message}; nothing was saved and the kernel runs on as it was{_what(word)}",
+                e.remedy,
             )
+            if self._held is not None or self._held_results:  # %checkpoint: the cell fails
+                self._send_held(stopped)
+            else:
+                self._stream(parent, f"jupyter-chkpt: snapshot failed: {stopped}\n", "stderr")
             if want.reply_to:
-                self._reply(stream, want.reply_to, {"status": "error", "error": str(e)})
+                self._reply(
+                    stream,
+                    want.reply_to,
+                    {"status": "error", "error": str(stopped), "ename": "HelperStopped"},
+                )
             return None
         except Exception as e:  # whatever it was, idle must still be published
-            self._stream(parent, f"jupyter-chkpt: snapshot failed: {e}\n", "stderr")
+            if not isinstance(e, ChkptError):
+                log.exception("snapshot failed")
+            err = as_chkpt_error(e, "the kernel's log")
+            if self._held is not None or self._held_results:  # %checkpoint: the cell fails
+                self._send_held(err)
+            else:
+                self._stream(parent, f"jupyter-chkpt: snapshot failed: {err}\n", "stderr")
             if want.reply_to:
-                self._reply(stream, want.reply_to, {"status": "error", "error": str(e)})
+                self._reply(
+                    stream,
+                    want.reply_to,
+                    {"status": "error", "error": str(err), "ename": type(err).__name__},
+                )
             return None
         if "restored" in result:
+            self._held, self._held_results = None, []  # the process that took it sent them
             return self._after_restore(result["restored"], stream)
         info = result["snapshot"]
         self.live = info["id"]
+        self._release_results(True)
         if not want.auto:
             self._stream(parent, f"snapshot {info['id']} taken: {_describe(info)}\n")
+        self._send_held(None)
         if want.reply_to:
             self._reply(stream, want.reply_to, {"status": "ok", "snapshot": info})
         return None
@@ -529,47 +642,53 @@ class Checkpointer:
             if op == "checkpoint":
                 # answered at the safe point, once the snapshot exists
                 self.request_checkpoint(
-                    str(content.get("label", "")),
+                    refs.check_label(content.get("label", "")),
                     reply_to={"msg": parent, "idents": ident},
                 )
                 return
             if op == "restore":
-                self.restore(str(content.get("snapshot", "")), self.requester("chkpt_request"))
+                ref = refs.check_ref(content.get("snapshot", ""))
+                self.restore(ref, self.requester("chkpt_request"))
             elif op == "list":
                 result = self.call("list")
                 self._reply(stream, {"msg": parent, "idents": ident}, {"status": "ok", **result})
             elif op == "delete":
-                self.call("delete", snapshot=str(content.get("snapshot", "")))
+                self.call("delete", snapshot=refs.check_ref(content.get("snapshot", "")))
                 self._reply(stream, {"msg": parent, "idents": ident}, {"status": "ok"})
             elif op == "label":
                 result = self.call(
                     "label",
-                    snapshot=str(content.get("snapshot", "")),
-                    label=str(content.get("label", "")),
+                    snapshot=refs.check_ref(content.get("snapshot", "")),
+                    label=refs.check_label(content.get("label", "")),
                 )
                 self._reply(stream, {"msg": parent, "idents": ident}, {"status": "ok", **result})
             elif op == "settings":
-                if "auto" in content:
-                    self.settings.auto = bool(content["auto"])
+                auto, keep = content.get("auto", self.settings.auto), content.get("keep", 1)
+                if not isinstance(auto, bool):
+                    raise BadRequest("settings: auto must be true or false")
+                if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+                    raise BadRequest("settings: keep must be a whole number of at least 1")
+                self.settings.auto = auto
                 if "keep" in content:
-                    self.settings.keep = max(1, int(content["keep"]))
+                    self.settings.keep = keep
                 self._reply(
                     stream,
                     {"msg": parent, "idents": ident},
                     {"status": "ok", "auto": self.settings.auto, "keep": self.settings.keep},
                 )
             else:
-                raise ChkptError(
+                raise BadRequest(
                     f"unknown chkpt_request operation {op!r}",
                     "Use checkpoint, restore, list, delete, label or settings",
                 )
         except Exception as e:  # a frontend waits for an answer, whatever went wrong
             if not isinstance(e, ChkptError):
                 log.exception("chkpt_request %s failed", op)
+            err = as_chkpt_error(e, "the kernel's log")
             self._reply(
                 stream,
                 {"msg": parent, "idents": ident},
-                {"status": "error", "error": str(e), "ename": type(e).__name__},
+                {"status": "error", "error": str(err), "ename": type(err).__name__},
             )
 
     def requester(self, msg_type: str) -> Requester:

@@ -23,11 +23,13 @@ class ChkptMagics(Magics):
     @argument("-m", "--message", default="", help="a label for the snapshot")
     @line_magic
     def checkpoint(self, line: str) -> str:
-        """Snapshot this kernel at the end of the cell; prints and returns its id.
+        """Snapshot this kernel at the end of the cell; returns its id, shown once
+        the snapshot is stored.
 
         Everything comes back on %restore: variables, generators, threads, open
         files, C-extension state. The snapshot is taken once the cell has
-        finished and its output is out.
+        finished and its output is out; if it cannot be taken or stored, the
+        cell fails with the reason.
         """
         args = parse_argstring(self.checkpoint, line)
         try:

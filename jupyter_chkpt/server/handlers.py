@@ -14,9 +14,10 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from .. import __version__
+from .. import __version__, refs
 from ..errors import (
     AmbiguousSnapshot,
+    BadRequest,
     ChkptError,
     HelperUnavailable,
     KernelBusy,
@@ -25,13 +26,18 @@ from ..errors import (
     NotRegistered,
     NotSnapshotsKernel,
     RequestRefused,
+    RequestTooLarge,
     UnknownSnapshot,
 )
 from . import service
 
+MAX_BODY = 64 << 10  # bytes; the bodies hold a label and a few flags
+
 _STATUS = [
     (UnknownSnapshot, 404),
     (AmbiguousSnapshot, 400),
+    (RequestTooLarge, 413),
+    (BadRequest, 400),
     (NotSnapshotsKernel, 409),
     (NotRegistered, 409),
     (KernelBusy, 409),
@@ -53,16 +59,41 @@ class ChkptHandler(APIHandler):
         self.finish({"message": str(error), "reason": type(error).__name__})
         raise web.Finish()
 
-    def body(self) -> dict[str, Any]:
-        if not self.request.body:
+    def body(self, *fields: str) -> dict[str, Any]:
+        """The JSON object sent, holding only `fields`; 4xx for anything else."""
+        takes = f"This route takes a JSON object with {', '.join(fields) or 'no fields'}"
+        raw = self.request.body
+        if not raw:
             return {}
+        if len(raw) > MAX_BODY:
+            self.fail(
+                RequestTooLarge(
+                    f"a request body of {len(raw)} bytes is over this API's limit of "
+                    f"{MAX_BODY} bytes",
+                    f"Nothing was done. {takes}; a label is at most {refs.MAX_LABEL} characters",
+                )
+            )
         try:
-            data = json.loads(self.request.body)
+            data = json.loads(raw)
         except ValueError:
-            raise web.HTTPError(400, "the request body is not JSON") from None
+            self.fail(BadRequest("the request body is not JSON", takes))
+        except RecursionError:
+            self.fail(BadRequest("the request body is nested too deeply", takes))
         if not isinstance(data, dict):
-            raise web.HTTPError(400, "the request body must be a JSON object")
+            self.fail(BadRequest("the request body must be a JSON object", takes))
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            self.fail(BadRequest(f"unknown field {unknown[0]!r}", takes))
+        if not isinstance(data.get("wait", True), bool):
+            self.fail(BadRequest("wait must be true or false", takes))
         return data
+
+    def checked(self, check: Any, value: Any) -> Any:
+        """`check(value)` (refs.check_label, refs.check_ref), a BadRequest answered as 400."""
+        try:
+            return check(value)
+        except BadRequest as e:
+            self.fail(e)
 
     def kernel(self, kernel_id: str) -> Any:
         km = self.kernel_manager
@@ -112,10 +143,8 @@ class SnapshotsHandler(ChkptHandler):
     @web.authenticated
     @authorized
     async def post(self, kernel_id: str) -> None:
-        body = self.body()
-        label = body.get("label", "")
-        if not isinstance(label, str):
-            raise web.HTTPError(400, "label must be a string")
+        body = self.body("label", "wait")
+        label = self.checked(refs.check_label, body.get("label", ""))
         reply = await self.ask_kernel(
             kernel_id, {"operation": "checkpoint", "label": label}, body.get("wait")
         )
@@ -127,13 +156,18 @@ class SnapshotHandler(ChkptHandler):
     @web.authenticated
     @authorized
     async def patch(self, kernel_id: str, snapshot: str) -> None:
-        label = self.body().get("label")
-        if not isinstance(label, str):
-            raise web.HTTPError(400, 'give the new label as {"label": "..."}')
+        snapshot = self.checked(refs.check_ref, snapshot)
+        body = self.body("label")
+        if "label" not in body:
+            self.fail(BadRequest("no label given", 'Send {"label": "..."}; "" removes the label'))
+        label = self.checked(refs.check_label, body["label"])
         self.kernel(kernel_id)
         try:
             await service.snapshots(kernel_id)
-            result = await service.helper_call("label", snapshot=snapshot, label=label)
+            # resolved among this kernel's snapshots only: never another kernel's
+            result = await service.helper_call(
+                "label", snapshot=snapshot, label=label, kernel_id=kernel_id
+            )
         except ChkptError as e:
             self.fail(e)
         self.finish(result)
@@ -141,12 +175,11 @@ class SnapshotHandler(ChkptHandler):
     @web.authenticated
     @authorized
     async def delete(self, kernel_id: str, snapshot: str) -> None:
+        snapshot = self.checked(refs.check_ref, snapshot)
         self.kernel(kernel_id)
         try:
-            mine = await service.snapshots(kernel_id)
-            if not any(s["id"].startswith(snapshot) for s in mine["snapshots"]):
-                raise UnknownSnapshot(f"kernel {kernel_id} has no snapshot {snapshot}")
-            await service.helper_call("delete", snapshot=snapshot)
+            await service.snapshots(kernel_id)
+            await service.helper_call("delete", snapshot=snapshot, kernel_id=kernel_id)
         except ChkptError as e:
             self.fail(e)
         self.set_status(204)
@@ -157,7 +190,8 @@ class RestoreHandler(ChkptHandler):
     @web.authenticated
     @authorized
     async def post(self, kernel_id: str, snapshot: str) -> None:
-        body = self.body()
+        snapshot = self.checked(refs.check_ref, snapshot)
+        body = self.body("wait")
         reply = await self.ask_kernel(
             kernel_id, {"operation": "restore", "snapshot": snapshot}, body.get("wait")
         )
@@ -168,16 +202,18 @@ class SettingsHandler(ChkptHandler):
     @web.authenticated
     @authorized
     async def put(self, kernel_id: str) -> None:
-        body = self.body()
+        body = self.body("auto", "keep", "wait")
+        takes = "auto is true or false, keep a whole number of at least 1"
         content: dict[str, Any] = {"operation": "settings"}
         if "auto" in body:
             if not isinstance(body["auto"], bool):
-                raise web.HTTPError(400, "auto must be true or false")
+                self.fail(BadRequest("auto must be true or false", takes))
             content["auto"] = body["auto"]
         if "keep" in body:
-            if not isinstance(body["keep"], int) or body["keep"] < 1:
-                raise web.HTTPError(400, "keep must be a whole number of at least 1")
-            content["keep"] = body["keep"]
+            keep = body["keep"]  # a JSON true is no number, whatever Python thinks
+            if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+                self.fail(BadRequest("keep must be a whole number of at least 1", takes))
+            content["keep"] = keep
         reply = await self.ask_kernel(kernel_id, content, body.get("wait"))
         self.finish({"auto": reply["auto"], "keep": reply["keep"]})
 

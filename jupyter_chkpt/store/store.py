@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import xxhash
 
+from .. import refs
 from ..errors import (
     AmbiguousSnapshot,
     CorruptSnapshot,
@@ -1023,14 +1024,19 @@ class Store:
 
     def _resolve(self, ref: str) -> str:
         key = ref.strip().lower()
+        if not key:
+            raise UnknownSnapshot(
+                "no snapshot given", "Give a snapshot id or a unique prefix of it"
+            )
         ids = self._ids()
         if key in ids:
             return key
         if not re.fullmatch(r"[0-9a-f]{1,8}", key):
             raise UnknownSnapshot(f"{ref!r} is not a snapshot id (ids are 8 hex digits)")
-        if len(key) < 4:
+        if len(key) < refs.MIN_PREFIX:  # the one minimum for the store, the helper and the CLI
             raise AmbiguousSnapshot(
-                f"snapshot prefix {ref!r} is too short: at least 4 characters are needed"
+                f"snapshot prefix {ref!r} is too short: at least {refs.MIN_PREFIX} characters "
+                "are needed"
             )
         matches = [i for i in ids if i.startswith(key)]
         if not matches:

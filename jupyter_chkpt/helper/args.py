@@ -1,0 +1,105 @@
+"""The helper's request arguments, checked before anything is done (docs/PROTOCOL.md).
+
+Each function takes a decoded request and returns its arguments with their
+types checked, or raises BadRequest saying what is valid. JSON booleans are
+not numbers here (Python's `True == 1` would let `"keep": true` mean 1).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .. import refs
+from ..errors import BadRequest
+
+MAX_TAGS = 64 << 10  # bytes of JSON
+SNAP_ID = re.compile(r"[0-9a-f]{8}")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    snap_id: str | None
+    label: str
+    tags: dict[str, Any]
+    keep: int | None
+
+
+def _bad(op: str, name: str, what: str) -> BadRequest:
+    return BadRequest(f"{op}: {name} must be {what}", f"Nothing was done; {op} takes {_TAKES[op]}")
+
+
+_TAKES = {
+    "register": "pid (your own, an integer) and kernel_id (a string)",
+    "checkpoint": "snap_id (8 hex digits or null), label (a string), tags (an object) and "
+    "keep (a whole number of at least 1, or null)",
+    "restore": "ref (a snapshot reference) and carry (an object)",
+    "list": "pid (an integer) or kernel_id (a string), or neither for your own",
+    "delete": "snapshot (a reference) and optionally pid or kernel_id (whose snapshot it is)",
+    "label": "snapshot (a reference), label (a string) and optionally pid or kernel_id",
+}
+
+
+def whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def register(req: dict[str, Any], peer_pid: int) -> tuple[int, str]:
+    pid = req.get("pid", peer_pid)
+    if not whole(pid):
+        raise _bad("register", "pid", "an integer")
+    kernel_id = req.get("kernel_id", "")
+    if not isinstance(kernel_id, str) or len(kernel_id) > refs.MAX_LABEL:
+        raise _bad("register", "kernel_id", f"a string of at most {refs.MAX_LABEL} characters")
+    return pid, kernel_id
+
+
+def checkpoint(req: dict[str, Any]) -> Checkpoint:
+    snap_id = req.get("snap_id")
+    if snap_id is not None and not (isinstance(snap_id, str) and SNAP_ID.fullmatch(snap_id)):
+        raise _bad("checkpoint", "snap_id", "8 lowercase hex digits or null")
+    try:
+        label = refs.check_label(req.get("label", ""))
+    except BadRequest as e:
+        raise BadRequest(f"checkpoint: {e.message}", f"Nothing was done. {e.remedy}") from None
+    tags = req.get("tags")
+    tags = {} if tags is None else tags
+    if not isinstance(tags, dict):
+        raise _bad("checkpoint", "tags", "an object")
+    if len(json.dumps(tags)) > MAX_TAGS:
+        raise _bad("checkpoint", "tags", f"at most {MAX_TAGS >> 10} KiB of JSON")
+    keep = req.get("keep")
+    if keep is not None and not (whole(keep) and keep >= 1):
+        raise _bad("checkpoint", "keep", "a whole number of at least 1, or null")
+    return Checkpoint(snap_id, label, dict(tags), keep)
+
+
+def restore(req: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    ref = refs.check_ref(req.get("ref", ""))
+    carry = req.get("carry")
+    carry = {} if carry is None else carry
+    if not isinstance(carry, dict):
+        raise _bad("restore", "carry", "an object")
+    return ref, carry
+
+
+def scope(op: str, req: dict[str, Any]) -> tuple[int | None, str | None]:
+    """pid and kernel_id naming a registered kernel, or (None, None)."""
+    pid, kernel_id = req.get("pid"), req.get("kernel_id")
+    if pid is not None and not whole(pid):
+        raise _bad(op, "pid", "an integer")
+    if kernel_id is not None and not isinstance(kernel_id, str):
+        raise _bad(op, "kernel_id", "a string")
+    return pid, kernel_id or None
+
+
+def snapshot(req: dict[str, Any]) -> str:
+    return refs.check_ref(req.get("snapshot", ""))
+
+
+def label(req: dict[str, Any]) -> str:
+    if "label" not in req:
+        raise _bad("label", "label", "given (a string; empty removes the label)")
+    return refs.check_label(req["label"])
