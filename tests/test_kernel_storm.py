@@ -20,20 +20,33 @@ CLIENTS = 4
 ROUNDS = 3
 
 
+def frontend(kernel: Any) -> Any:
+    """A client with a session of its own, as every real frontend has (km.client()
+    shares the manager's: its sockets would all carry one zmq identity)."""
+    from jupyter_client.blocking import BlockingKernelClient
+
+    kc = BlockingKernelClient(connection_file=kernel.km.connection_file)
+    kc.load_connection_file()
+    return kc
+
+
 def request(mix: str, i: int, snap: str, round_: int) -> dict[str, Any]:
     if mix == "restores" or i % 2 == 0:
-        return {"operation": "restore", "ref": snap}
+        return {"operation": "restore", "snapshot": snap}
     return {"operation": "checkpoint", "label": f"r{round_}c{i}"}
 
 
 def fire(
-    barrier: threading.Barrier, kc: Any, content: dict[str, Any], sent: list[tuple[Any, str]]
+    barrier: threading.Barrier,
+    kc: Any,
+    content: dict[str, Any],
+    sent: list[tuple[Any, str, dict[str, Any]]],
 ) -> None:
     """Send one request as soon as every client is ready to."""
     msg = kc.session.msg("chkpt_request", content)
     barrier.wait()
     kc.shell_channel.send(msg)
-    sent.append((kc, str(msg["header"]["msg_id"])))
+    sent.append((kc, str(msg["header"]["msg_id"]), content))
 
 
 def collect(kc: Any, ids: set[str], timeout: float) -> dict[str, list[dict[str, Any]]]:
@@ -63,12 +76,12 @@ def test_storm_of_requests(mix: str, kernel) -> None:
     for round_ in range(ROUNDS):
         clients = []
         for _ in range(CLIENTS):
-            kc = kernel.km.client()
+            kc = frontend(kernel)
             kc.start_channels()
             kc.wait_for_ready(timeout=60)
             clients.append(kc)
         try:
-            sent: list[tuple[Any, str]] = []
+            sent: list[tuple[Any, str, dict[str, Any]]] = []
             barrier = threading.Barrier(CLIENTS)
             threads = [
                 threading.Thread(
@@ -80,9 +93,9 @@ def test_storm_of_requests(mix: str, kernel) -> None:
                 t.start()
             for t in threads:
                 t.join()
-            for kc, msg_id in sent:
+            for kc, msg_id, content in sent:
                 replies = collect(kc, {msg_id}, timeout=180)[msg_id]
-                assert len(replies) == 1, f"round {round_}: {len(replies)} replies to {msg_id}"
+                assert len(replies) == 1, f"round {round_}: {len(replies)} replies to {content}"
                 assert replies[0]["content"]["status"] in ("ok", "error"), replies[0]["content"]
         finally:
             for kc in clients:

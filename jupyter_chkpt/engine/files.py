@@ -50,6 +50,7 @@ from .keeper import FdKeeper
 
 EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
 F_DUPFD_CLOEXEC, F_SETFD, FD_CLOEXEC = 1030, 2, 1
+SHUT_RDWR = 2
 AT_FDCWD = -100
 _NO_REOPEN = os.O_CREAT | os.O_EXCL | os.O_TRUNC
 _SEMAPHORE_READ_LIMIT = 1 << 16
@@ -486,11 +487,28 @@ def unpark(fz: Frozen) -> None:
 
 
 def close_parked(fz: Frozen) -> None:
-    """Past the point of no return: the parked duplicates go."""
+    """Past the point of no return: the parked duplicates go. A connected socket
+    among them is shut down first unless someone else still uses it: our keeper's
+    duplicates (held for other snapshots) would otherwise keep the connection up,
+    with nobody reading it in the process, and its peer (a frontend) would never
+    reconnect nor get a reply routed to it again."""
     j = fz.journal
     if j is None or not j.parked:
         return
-    for p, _ in j.parked.values():
+    table = fds.read_fd_table(fz.pid)
+    parked = {p for p, _ in j.parked.values()}
+    kept = {(f.dev, f.ino) for n, f in table.items() if n not in parked}
+    sockets = [
+        table[p]
+        for p in parked
+        if p in table and table[p].kind == "socket" and (table[p].dev, table[p].ino) not in kept
+    ]
+    shared = fds.sharers(fz.pid, sockets, ignore_own=set()) if sockets else {}
+    me = os.getpid()
+    for f in sockets:
+        if not [other for other in shared.get(f.fd, []) if other != me]:
+            fz.injector.call("shutdown", f.fd, SHUT_RDWR)  # ENOTCONN (listening, ...) is fine
+    for p in parked:
         fz.injector.call("close", p)
     j.parked.clear()
     j.write()
