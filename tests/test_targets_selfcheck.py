@@ -49,9 +49,13 @@ CASES: dict[str, tuple[str, list[str], str | None]] = {
     "process-signals": ("py_process.py", ["signals"], "pending are"),
     # no verify of its own: test_zdtm_dirty.py compares whole images
     "dirty": ("py_dirty.py", [], None),
+    # verify says which generation it is in: a mutated target is consistent too
+    # (test_rescue_target_detects_a_torn_state checks that it can fail)
+    "rescue": ("py_rescue.py", ["8"], None),
 }
 
-NOT_TARGETS = {"_proto.py", "ptrace_holder.py", "probe.c", "proto.h"}
+# vfork_parent.c has no state to verify: test_zdtm_freeze.py drives it
+NOT_TARGETS = {"_proto.py", "ptrace_holder.py", "probe.c", "proto.h", "vfork_parent.c"}
 
 
 def _args(args: list[str], c_targets: dict[str, Path]) -> list[str]:
@@ -80,6 +84,19 @@ def test_verify_detects_mutation(case: str, spawn, c_targets) -> None:
     assert reply.startswith("fail "), reply
     assert expected in reply
     target.ok("work")  # a mutated target stays usable (tests of failed restores rely on it)
+    target.quit()
+
+
+@pytest.mark.timeout(120)
+def test_rescue_target_detects_a_torn_state(spawn) -> None:
+    target = spawn("py_rescue.py", "8")
+    assert target.ok("verify") == "0"
+    target.ok("mutate")
+    assert target.ok("verify") == "1"
+    target.ok("tear")  # one page of the buffer left from another generation
+    reply = target.send("verify")
+    assert reply.startswith("fail buffer differs"), reply
+    target.ok("work")
     target.quit()
 
 

@@ -606,6 +606,9 @@ class HelperServer:
     def _delete(self, snap_id: str) -> None:
         self.store.delete(snap_id)
         self.keeper.release_snapshot(snap_id)
+        with self.lock:
+            for k in self.kernels.values():
+                k.request_ids.pop(snap_id, None)
 
     def op_label(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
         label = args.label(req)

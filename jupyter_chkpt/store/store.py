@@ -431,6 +431,7 @@ class Store:
             layout.fsync_dir(self._snaps)
             shutil.rmtree(doomed)
             self._health.forget(sid)
+            self._infos.pop(sid, None)
 
     # --- reading ------------------------------------------------------------
 

@@ -6,7 +6,8 @@ spare fd that `mutate` closes and pipes it opens (so a restore closes and puts
 back fds), a thread that ticks. `verify` checks that all of it agrees with one
 generation and answers ``ok <generation>``: a process caught half-way between
 two states fails it. `work` checks that the thread still ticks and that memory,
-files and threads can still be used.
+files and threads can still be used; `tear` leaves a page of another generation
+(the self-check: verify must catch it).
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ class Rescue:
         os.write(self.pipes[-1][1], b"x" * self.gen)
         self.fds = self.fd_table()
 
+    def tear(self) -> None:
+        """One page from another generation: what a half-done restore would leave."""
+        mid = len(self.buf) // 2
+        self.buf[mid : mid + 4096] = block(self.gen + 1)[:4096]
+
     def verify(self) -> str:
         b = block(self.gen)
         view = memoryview(self.buf)
@@ -99,7 +105,9 @@ class Rescue:
 
 def main() -> None:
     target = Rescue(int(sys.argv[1]) if len(sys.argv) > 1 else 64)
-    serve({"mutate": target.mutate, "verify": target.verify, "work": target.work})
+    serve(
+        {"mutate": target.mutate, "verify": target.verify, "work": target.work, "tear": target.tear}
+    )
 
 
 if __name__ == "__main__":
