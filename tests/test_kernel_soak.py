@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ WARM_UP = max(1, CYCLES // 10)
 FD_SLACK = 4
 THREAD_SLACK = 2
 RSS_SLACK_KIB = 48 * 1024
+STORE_SLACK_KIB = 64 * 1024
 
 
 def usage(pid: int) -> dict[str, int]:
@@ -44,8 +46,12 @@ def request(kc: Any, content: dict[str, Any]) -> dict[str, Any]:
             return dict(reply["content"])
 
 
+def du_kib(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) // 1024
+
+
 @pytest.mark.timeout(3600)
-def test_soak(kernel) -> None:
+def test_soak(kernel, helper_dirs) -> None:
     from jupyter_chkpt.helper.client import HelperClient
 
     kernel.ok("import collections; log = collections.deque(maxlen=10); big = bytearray(32 << 20)")
@@ -67,7 +73,11 @@ def test_soak(kernel) -> None:
         if cycle in (WARM_UP, CYCLES):
             with HelperClient(start=False) as c:
                 helper = c.helper_pid
-            samples[cycle] = {"kernel": usage(kernel.pid), "helper": usage(helper)}
+            samples[cycle] = {
+                "kernel": usage(kernel.pid),
+                "helper": usage(helper),
+                "store": {"kib": du_kib(helper_dirs[1])},
+            }
     took = time.monotonic() - started
     assert kernel.value("sum(range(10))") == "45"
     first, last = samples[WARM_UP], samples[CYCLES]
@@ -78,6 +88,11 @@ def test_soak(kernel) -> None:
         print(
             f"  {who}: at {WARM_UP} {first[who]}, at {CYCLES} {last[who]}, RSS {per_cycle:+.1f} KiB/cycle"
         )
+    print(
+        f"  store: {first['store']['kib']} KiB at {WARM_UP}, {last['store']['kib']} KiB at {CYCLES}"
+    )
+    # deleted snapshots' pages go with the helper's automatic gc
+    assert last["store"]["kib"] - first["store"]["kib"] <= STORE_SLACK_KIB, (first, last)
     for who in ("kernel", "helper"):
         assert last[who]["fds"] - first[who]["fds"] <= FD_SLACK, (who, first, last)
         assert last[who]["threads"] - first[who]["threads"] <= THREAD_SLACK, (who, first, last)

@@ -55,6 +55,10 @@ from .client import peer_credentials
 log = logging.getLogger("jupyter_chkpt.helper")
 
 PRUNE_INTERVAL = 1.0  # seconds between checks for kernels that have exited
+# Deleted snapshots (retention, rm) leave their pages in packs until a gc: after this
+# many deletions the helper runs one, in the background, so that a long session's
+# store (on disk, and its page index in our memory) follows what its snapshots use.
+GC_AFTER_DELETES = 20
 SHUTDOWN_WAIT_S = 300.0  # at most, for operations in progress when asked to stop
 STORE_NICE = 10  # background stores of automatic snapshots
 REFUSED_DRAIN_S = 10.0  # at most, reading what a refused peer still sends
@@ -194,6 +198,8 @@ class HelperServer:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.started = time.time()
+        self._deleted_since_gc = 0
+        self._gc_lock = threading.Lock()
         self.listener: socket.socket | None = None
         self._active = 0  # operations running; shutdown waits for them
         self.cleaned: list[str] = []  # what clean_store did at start, for status
@@ -609,6 +615,25 @@ class HelperServer:
         with self.lock:
             for k in self.kernels.values():
                 k.request_ids.pop(snap_id, None)
+            self._deleted_since_gc += 1
+            due = self._deleted_since_gc >= GC_AFTER_DELETES
+            if due:
+                self._deleted_since_gc = 0
+        if due:
+            threading.Thread(target=self._auto_gc, name="gc", daemon=True).start()
+
+    def _auto_gc(self) -> None:
+        if not self._gc_lock.acquire(blocking=False):
+            return  # one is running
+        try:
+            result = self.store.gc()
+            log.info("automatic gc: %s", result.lines()[0])
+        except ChkptError as e:
+            log.warning("automatic gc did not run: %s", e)
+        except Exception:
+            log.exception("automatic gc failed")
+        finally:
+            self._gc_lock.release()
 
     def op_label(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
         label = args.label(req)
