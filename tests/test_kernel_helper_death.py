@@ -111,6 +111,9 @@ def test_helper_killed_at_random(op: str, kernel, helper_dirs) -> None:
         assert kernel.value("sum(range(10))") == "45"
         gone(journal)  # the rescue removes it just after letting the kernel run
     print(f"{op}: {outcomes}")
+    # a snapshot the first helper took (all those helpers are dead) comes back
+    assert "restored snapshot" in kernel.ok("%restore warm").stdout
+    assert kernel.value("state()") == "'A'"
     # a new helper takes over: snapshots and restores work as before
     kernel.ok("fill('C')")
     kernel.ok("%checkpoint -m c")

@@ -13,7 +13,11 @@ The reconcile order (docs/ARCHITECTURE.md, "Files"):
    duplicates are closed past the point of no return (`close_parked`).
 3. Missing fds are put back at their numbers: from a held duplicate (the target
    runs pidfd_getfd on the helper, then dup3), else a regular file is reopened
-   by path, else it is reported.
+   by path, else a stand-in takes the number (a helper restarted since the
+   snapshot holds no duplicates): a socket or pipe whose other end is closed
+   (its user reads end-of-file, as when a peer goes: zmq drops that peer), an
+   eventfd with the snapshot's counter, an epoll instance that gets the
+   snapshot's registrations; else it is reported.
 4. FD_CLOEXEC; then every epoll instance is made to hold exactly the snapshot's
    registrations (DEL / MOD / ADD; an instance holding a registration nobody can
    name any more is replaced by a fresh one).
@@ -34,6 +38,8 @@ import base64
 import errno
 import fcntl
 import os
+import socket
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +56,7 @@ from .keeper import FdKeeper
 
 EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
 F_DUPFD_CLOEXEC, F_SETFD, FD_CLOEXEC = 1030, 2, 1
+EFD_SEMAPHORE = 1
 SHUT_RDWR = 2
 AT_FDCWD = -100
 _NO_REOPEN = os.O_CREAT | os.O_EXCL | os.O_TRUNC
@@ -70,6 +77,7 @@ class FilesReport:
     flags: list[int] = field(default_factory=list)
     eventfds: list[int] = field(default_factory=list)
     pipes: list[int] = field(default_factory=list)  # pipe contents set back
+    stand_ins: list[int] = field(default_factory=list)  # gone, replaced (step 3)
     # offset / flags / counter differ but left alone: the open file is shared with
     # another process, which would see the change too (an inherited stdout)
     shared: list[int] = field(default_factory=list)
@@ -166,6 +174,7 @@ class _Reconciler:
         self.target_pidfd: int | None = None  # the target's pidfd of us, while installing
         self.journal = fz.journal
         self.park_from = 3
+        self.stand_ins: set[int] = set()  # fds replaced by a stand-in: registrable
 
     def _table(self) -> dict[int, FileImage]:
         """The fd table, less our parked duplicates."""
@@ -262,6 +271,9 @@ class _Reconciler:
                     self.report.put_back.append(n)
                 elif self._reopen(w):
                     self.report.reopened.append(n)
+                elif (what := self._stand_in(w)) is not None:
+                    self.report.stand_ins.append(n)
+                    self._note(w, f"was gone and no duplicate of it is held: replaced by {what}")
                 else:
                     self._note(
                         w,
@@ -302,6 +314,39 @@ class _Reconciler:
             self.inj.check("dup3", tmp, n, fds.O_CLOEXEC if cloexec else 0)
         finally:
             self.inj.call("close", tmp)
+
+    def _stand_in(self, w: FileImage) -> str | None:
+        """Put something that behaves like `w` gone at its number; what, or None."""
+        nonblock = w.flags & os.O_NONBLOCK
+        pair = self.scratch  # int[2] out of socketpair / pipe2
+        if w.kind == "socket":
+            kind = socket.SOCK_STREAM | os.O_CLOEXEC | nonblock
+            if self.inj.call("socketpair", socket.AF_UNIX, kind, 0, pair) < 0:
+                return None
+            keep, other = struct.unpack("ii", self.inj.mem.read(pair, 8))
+            what = "a socket whose other end is closed"
+        elif w.kind == "pipe":
+            if self.inj.call("pipe2", pair, os.O_CLOEXEC | nonblock) < 0:
+                return None
+            read_end, write_end = struct.unpack("ii", self.inj.mem.read(pair, 8))
+            keep, other = (read_end, write_end) if _pipe_read_end(w) else (write_end, read_end)
+            what = "a pipe whose other end is closed"
+        elif w.kind == "eventfd":
+            flags = os.O_CLOEXEC | nonblock | (EFD_SEMAPHORE if w.eventfd_semaphore else 0)
+            keep = self.inj.call("eventfd2", w.eventfd_count or 0, flags)
+            other, what = -1, "a new eventfd with its counter"
+        elif w.kind == "epoll":
+            keep = self.inj.call("epoll_create1", os.O_CLOEXEC)
+            other, what = -1, "a new epoll instance with its registrations"
+        else:
+            return None
+        if keep < 0:
+            return None
+        if other >= 0:
+            self.inj.call("close", other)
+        self._move(keep, w.fd, w.cloexec)
+        self.stand_ins.add(w.fd)
+        return what
 
     def _reopen(self, w: FileImage) -> bool:
         if w.kind not in ("file", "dir") or not w.link.startswith("/"):
@@ -347,7 +392,7 @@ class _Reconciler:
         for k, item in sorted(wanted.items()):
             if k in present:
                 continue
-            if not _names(now.get(item.tfd), item):
+            if not _names(now.get(item.tfd), item) and item.tfd not in self.stand_ins:
                 self._note(w, f"registration of fd {item.tfd} dropped: that file is not back")
                 continue
             result = self._ctl(e, EPOLL_CTL_ADD, item)

@@ -115,6 +115,7 @@ class Connection:
         self.reader = protocol.LineReader(sock)
         self.send_lock = threading.Lock()
         self.kernel: Kernel | None = None
+        self.closed = False
 
     def send(self, msg: dict[str, Any]) -> None:
         with self.send_lock:
@@ -150,6 +151,7 @@ class Connection:
         except OSError as e:
             log.info("connection from pid %d ended: %s", self.peer_pid, e)
         finally:
+            self.closed = True
             self.server.forget(self)
             with contextlib.suppress(OSError):
                 self.sock.close()
@@ -200,6 +202,9 @@ class HelperServer:
         self.started = time.time()
         self._deleted_since_gc = 0
         self._gc_lock = threading.Lock()
+        # snapshot id -> the connection and request it was taken during: the restored
+        # process waits for that request's reply (op_restore)
+        self.taken_on: dict[str, tuple[Connection, Any]] = {}
         self.listener: socket.socket | None = None
         self._active = 0  # operations running; shutdown waits for them
         self.cleaned: list[str] = []  # what clean_store did at start, for status
@@ -350,8 +355,24 @@ class HelperServer:
         if self.stopping.is_set():
             raise HelperUnavailable("the helper is shutting down", "Try again in a moment")
         k = conn.kernel
-        if k is None or self.kernels.get(k.pid) is not k:
+        if k is None:
             raise NotRegistered(f"PID {conn.peer_pid} asked to {op} but has not registered")
+        with self.lock:
+            current = self.kernels.get(k.pid)
+            if current is not k:
+                if (current is not None and current.start_time != k.start_time) or not _alive(
+                    k.pid, k.start_time
+                ):
+                    raise NotRegistered(f"PID {conn.peer_pid} asked to {op} but has not registered")
+                # The same process, over a connection of its that a restore brought
+                # back (it had registered again since, on another one): this one is
+                # its connection again.
+                if current is not None:
+                    k.live = current.live
+                start, tracking = self.trackings.get(k.pid, (k.start_time, k.tracking))
+                if start == k.start_time:
+                    k.tracking = tracking
+                self.kernels[k.pid] = k
         return k
 
     def op_checkpoint(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
@@ -371,6 +392,7 @@ class HelperServer:
             taken = take(k.pid, self.keeper, staging=staging, tracking=k.tracking)
             parent, k.live = k.live, snap_id
             k.request_ids[snap_id] = req.get("id")
+            self.taken_on[snap_id] = (conn, req.get("id"))
             info = provisional(taken, snap_id, parent, tags)
             k.pending[snap_id] = info
         except BaseException:
@@ -510,12 +532,11 @@ class HelperServer:
                 pass
         with k.lock:
             snap = self._resolve(k, str(req.get("ref", "")))
-            if not self.keeper.has(k.pid, snap.id) or snap.id not in k.request_ids:
-                raise RequestRefused(
-                    f"snapshot {snap.id} was not taken by this helper, which does not hold that "
-                    "kernel's connection and files as they were",
-                    "Snapshots can be restored while the helper that took them runs; take a new one",
-                )
+            # Taken by an earlier helper, or over a connection the kernel has dropped
+            # since: restorable all the same. Files we hold no duplicates of get
+            # stand-ins (engine/files.py), and the restored process learns it was
+            # restored from the word the restore leaves (engine/journal.py tell).
+            taken = self.taken_on.get(snap.id)
             try:
                 result = restore(
                     k.pid,
@@ -531,19 +552,19 @@ class HelperServer:
             k.live = snap.id
             log.info("PID %d: restored %s (%.3f s frozen)", k.pid, snap.id, result.pause_s)
             # The process now waits for the reply to the checkpoint request during
-            # which the snapshot was taken: that reply tells it it was restored.
-            conn.send(
-                protocol.ok(
-                    k.request_ids[snap.id],
-                    {
-                        "restored": {
-                            "snapshot": snap.to_json(),
-                            "result": result.to_json(),
-                            "carry": req.get("carry") or {},
-                        }
-                    },
-                )
-            )
+            # which the snapshot was taken: that reply tells it it was restored. If
+            # that connection is gone, the process reads end-of-file there instead
+            # and takes the word.
+            if taken is not None and not taken[0].closed:
+                reply = {
+                    "restored": {
+                        "snapshot": snap.to_json(),
+                        "result": result.to_json(),
+                        "carry": req.get("carry") or {},
+                    }
+                }
+                with contextlib.suppress(OSError):
+                    taken[0].send(protocol.ok(taken[1], reply))
         return None
 
     def _snapshots_of(self, pid: int, start_time: int) -> list[SnapshotInfo]:
@@ -615,6 +636,7 @@ class HelperServer:
         with self.lock:
             for k in self.kernels.values():
                 k.request_ids.pop(snap_id, None)
+            self.taken_on.pop(snap_id, None)
             self._deleted_since_gc += 1
             due = self._deleted_since_gc >= GC_AFTER_DELETES
             if due:
