@@ -17,18 +17,11 @@ from typing import Any, ClassVar
 
 from . import __version__, refs
 from .errors import ChkptError, FilesLost, UnknownSnapshot, as_chkpt_error
+from .private import human_size
 
 EXIT_ERROR = 1
 EXIT_SIGPIPE = 128 + 13  # as a process killed by SIGPIPE
 REFERENCE = "a snapshot id, a unique prefix of it (4+ characters) or a label"
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def _print_json(value: Any) -> None:
@@ -123,7 +116,7 @@ class CheckCommand(Command):
             else:
                 print(
                     f"store {store['root']}: {store['snapshots']} snapshot(s), "
-                    f"{len(store['damaged'])} damaged, {_human(store['free_bytes'])} free"
+                    f"{len(store['damaged'])} damaged, {human_size(store['free_bytes'])} free"
                 )
                 _print_damage([argparse.Namespace(**d) for d in store["damaged"]])
         return 0 if possible else EXIT_ERROR
@@ -184,8 +177,9 @@ class RestoreCommand(Command):
         "layout, fds, epoll registrations, eventfd counters, offsets, signal dispositions, "
         "umask and cwd. A one-shot CLI holds no duplicates of the process's files between "
         "snapshot and restore, so of the fds closed since the snapshot only regular files "
-        "can be reopened: a restore that would leave closed sockets, pipes, eventfds or "
-        "epolls the snapshot has is refused, naming them, unless --force is given. "
+        "can be reopened: a restore that would lose sockets, pipes, eventfds or epolls the "
+        "snapshot has is refused, naming them, unless --force is given (they then get "
+        "stand-ins: sockets and pipes that read as closed, fresh eventfds and epolls). "
         "Anything that could not be put back is printed as a note."
     )
 
@@ -197,7 +191,8 @@ class RestoreCommand(Command):
         parser.add_argument(
             "--force",
             action="store_true",
-            help="restore even if files the snapshot uses stay closed (the process may fail)",
+            help="restore even if files the snapshot uses cannot be put back: they get "
+            "stand-ins that read as closed (the process may fail)",
         )
 
     def run(self, args: argparse.Namespace) -> int:
@@ -235,8 +230,8 @@ class RestoreCommand(Command):
         if lost:
             named = ", ".join(f"fd {f.fd} ({f.kind} {f.link})" for f in lost)
             raise FilesLost(
-                f"restoring snapshot {snap_id} would leave closed {len(lost)} file(s) it "
-                f"uses, which this command cannot put back: {named}"
+                f"restoring snapshot {snap_id} would lose {len(lost)} file(s) it uses, which "
+                f"this command cannot put back: {named}"
             )
 
 
@@ -257,8 +252,8 @@ class LsCommand(Command):
                 i.id,
                 str(i.pid),
                 datetime.datetime.fromtimestamp(i.created).strftime("%Y-%m-%d %H:%M:%S"),
-                _human(i.mem_bytes),
-                _human(i.stored_bytes),
+                human_size(i.mem_bytes),
+                human_size(i.stored_bytes),
                 i.label,
             ]
             for i in infos
@@ -379,7 +374,7 @@ class HelperCommand(Command):
         )
         print(
             f"store {store['root']}: {store['snapshots']} snapshots, "
-            f"{_human(store['bytes_on_disk'])}; {status['held_files']} files held"
+            f"{human_size(store['bytes_on_disk'])}; {status['held_files']} files held"
         )
         for line in store.get("cleaned_at_start", []):
             print(f"at start, the helper {line}" if line.startswith("removed") else line)

@@ -123,13 +123,13 @@ class UnsupportedState(ProcessError):
 
 
 class FilesLost(ProcessError):
-    """A restore would leave closed files the snapshot's memory still uses."""
+    """A restore would lose files the snapshot's memory still uses."""
 
     remedy = (
         "Nothing was changed. A one-shot command holds no duplicates of a process's files "
-        "between snapshot and restore, and a process that finds them closed may fail (a "
-        "pyzmq one aborts). Restore anyway with --force, or restore a snapshot taken after "
-        "they changed"
+        "between snapshot and restore; with --force they get stand-ins (sockets and pipes "
+        "that read as closed, fresh eventfds and epolls), which a process may not survive. "
+        "Restore anyway with --force, or restore a snapshot taken after they changed"
     )
 
 

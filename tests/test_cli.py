@@ -91,7 +91,7 @@ def fd_kinds(target: Any) -> dict[int, str]:
 def test_restore_that_would_lose_sockets_pipes_and_eventfds_is_refused(
     spawn, store_dir: Path
 ) -> None:
-    """A one-shot CLI holds no duplicates: a restore that would leave closed the
+    """A one-shot CLI holds no duplicates: a restore that would lose the
     files the snapshot's memory uses is refused, naming each, unless --force."""
     store = ["--store", str(store_dir)]
     target = spawn("py_files.py", "closed")
@@ -105,7 +105,7 @@ def test_restore_that_would_lose_sockets_pipes_and_eventfds_is_refused(
 
     res = cli("restore", pid, snap, *store)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
-    assert f"would leave closed {len(gone)} file(s)" in res.stderr
+    assert f"would lose {len(gone)} file(s)" in res.stderr
     for fd in gone:
         assert f"fd {fd} (" in res.stderr
     for kind in ("socket socket:[", "pipe pipe:[", "eventfd anon_inode:[eventfd]", "epoll"):
@@ -116,8 +116,11 @@ def test_restore_that_would_lose_sockets_pipes_and_eventfds_is_refused(
 
     forced = run("restore", pid, snap, "--force", *store)
     assert forced["snapshot_id"] == snap
-    assert any("left closed" in note for note in forced["files"]["notes"]), forced["files"]
-    assert set(fd_kinds(target)) == set(after)  # memory is back; those fds stay closed
+    notes = forced["files"]["notes"]
+    for fd in gone:  # each is back as a stand-in, and said so
+        assert any(note.startswith(f"fd {fd} (") and "replaced by" in note for note in notes)
+    assert sorted(forced["files"]["stand_ins"]) == gone
+    assert fd_kinds(target) == at_snapshot  # the kinds the process's memory expects
     target.kill()
 
 
@@ -129,7 +132,7 @@ def test_restore_refused_for_a_number_now_taken_by_another_file(spawn, store_dir
     reused = int(target.ok("mutate").removeprefix("fd="))  # the pipe's read end is /dev/null now
     res = cli("restore", str(target.pid), snap, *store)
     assert res.returncode == 1, res.stderr
-    assert "would leave closed 1 file(s)" in res.stderr and f"fd {reused} (pipe" in res.stderr
+    assert "would lose 1 file(s)" in res.stderr and f"fd {reused} (pipe" in res.stderr
     target.kill()
 
 

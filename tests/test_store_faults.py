@@ -224,7 +224,7 @@ def test_enospc_at_every_write(
     full = OSError(errno.EDQUOT if step == "idx" else errno.ENOSPC, "No space left on device")
     real_write_file, real_replace, real_write_all = (
         layout.write_file,
-        layout._write_synced,
+        layout.write_private,
         packs._write_all,
     )
 
@@ -238,14 +238,14 @@ def test_enospc_at_every_write(
             raise full
         real_write_all(fd, data)
 
-    def synced(path: Path, data: Any, flags: int) -> None:
+    def synced(path: Path, data: Any, flags: int, *, sync: bool = False) -> None:
         if step == "relabel":
             raise full
-        real_replace(path, data, flags)
+        real_replace(path, data, flags, sync=sync)
 
     monkeypatch.setattr(layout, "write_file", write_file)
     monkeypatch.setattr(packs, "_write_all", write_all)
-    monkeypatch.setattr(layout, "_write_synced", synced)
+    monkeypatch.setattr(layout, "write_private", synced)
     if step == "pack":
         monkeypatch.setattr(packs, "_compressor", _failing_compressor(full))
     with pytest.raises(StoreFull):

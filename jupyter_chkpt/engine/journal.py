@@ -43,21 +43,17 @@ from jupyter_core.paths import jupyter_runtime_dir
 
 from ..errors import ProcessBusy
 from ..image import ProcessIdentity
+from ..private import DIR_MODE, FILE_MODE, make_private_dirs, write_file
 from ..proc import procfs
 
 VERSION = 1
 PHASES = ("freezing", "frozen", "changing", "committed", "finishing")
-DIR_MODE = 0o700
-FILE_MODE = 0o600
 
 
 def journal_dir() -> Path:
     """<runtime dir>/chkpt/journal: private whatever the umask."""
     d = Path(jupyter_runtime_dir()) / "chkpt" / "journal"
-    missing = [p for p in (d, *d.parents) if not p.exists()]
-    for p in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(p, DIR_MODE)
+    make_private_dirs(d)
     for p in (d.parent, d):
         if os.stat(p).st_mode & 0o777 != DIR_MODE:
             os.chmod(p, DIR_MODE)
@@ -132,16 +128,6 @@ class ThreadRecord:
     sigmask: int
 
 
-def _write_file(path: Path, data: bytes | memoryview, flags: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, FILE_MODE)
-    try:
-        view = memoryview(data).cast("B")
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-
-
 @dataclass
 class Journal:
     """The record of one operation on one frozen process."""
@@ -194,7 +180,7 @@ class Journal:
 
         with locked():
             try:
-                _write_file(self.path, self._data(), os.O_EXCL)
+                write_file(self.path, self._data(), os.O_EXCL)
                 return
             except FileExistsError:
                 pass
@@ -205,7 +191,7 @@ class Journal:
             if other is not None and other.owner_alive():
                 raise other.busy()
             rescue_path(self.path)
-            _write_file(self.path, self._data(), os.O_EXCL)
+            write_file(self.path, self._data(), os.O_EXCL)
 
     def write(self, phase: str | None = None) -> None:
         """Replace the file atomically (no fsync: this guards against our death,
@@ -213,7 +199,7 @@ class Journal:
         if phase is not None:
             self.phase = phase
         tmp = self.path.with_name(self.path.name + ".tmp")
-        _write_file(tmp, self._data(), os.O_TRUNC)
+        write_file(tmp, self._data(), os.O_TRUNC)
         os.rename(tmp, self.path)
 
     def write_safety(
@@ -228,11 +214,11 @@ class Journal:
         """What a rollback needs, before the journal names it: the safety image's
         metadata, and its pages in `runs` order: already in `file`, or `pages` to
         be copied to one."""
-        _write_file(self.safety_meta_path, json.dumps(meta).encode(), os.O_TRUNC)
+        write_file(self.safety_meta_path, json.dumps(meta).encode(), os.O_TRUNC)
         if file is None:
             assert pages is not None
             file = self.path.with_suffix(".safety")
-            _write_file(Path(file), pages, os.O_TRUNC)
+            write_file(Path(file), pages, os.O_TRUNC)
         self.safety_file = os.fspath(file)
         self.safety_runs = runs
         self.safety_present = present
@@ -319,7 +305,7 @@ def tell(j: Journal, state: str, what: str, result: dict[str, Any] | None = None
         }
     path = handoff_path(j.process.pid)
     tmp = path.with_name(path.name + ".tmp")
-    _write_file(tmp, json.dumps(word).encode(), os.O_TRUNC)
+    write_file(tmp, json.dumps(word).encode(), os.O_TRUNC)
     os.rename(tmp, path)
 
 

@@ -8,26 +8,11 @@ from pathlib import Path
 from jupyter_core.paths import jupyter_runtime_dir
 
 from ..errors import HelperUnavailable
+from ..private import make_private_dirs
 
 SOCKET_NAME = "helper.sock"
 LOCK_NAME = "helper.lock"
 LOG_NAME = "helper.log"
-
-
-def make_private_dirs(path: Path) -> None:
-    """Create `path` and its missing parents 0700 whatever the umask (as the store's
-    layout.make_private_dirs, which this module does not import: clients stay light)."""
-    missing = []
-    for d in (path, *path.parents):
-        if d.exists():
-            break
-        missing.append(d)
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, 0o700)
-        except FileExistsError:
-            continue  # someone else made it meanwhile: theirs
-        os.chmod(d, 0o700)  # the umask may have taken bits away
 
 
 def helper_dir() -> Path:

@@ -19,10 +19,10 @@ from pathlib import Path
 from jupyter_core.paths import jupyter_data_dir
 
 from ..errors import StorePermissionError, StoreUnavailable
+from ..private import DIR_MODE, FILE_MODE, make_private_dirs
+from ..private import write_file as write_private
 
 ROOT_ENV = "JUPYTER_CHKPT_STORE"
-DIR_MODE = 0o700
-FILE_MODE = 0o600
 
 PACKS = "packs"
 SNAPSHOTS = "snapshots"
@@ -40,20 +40,6 @@ def resolve_root(root: str | os.PathLike[str] | None) -> Path:
     if root is None:
         root = os.environ.get(ROOT_ENV) or Path(jupyter_data_dir()) / "chkpt" / "store"
     return Path(root).expanduser().absolute()
-
-
-def make_private_dirs(path: Path) -> None:
-    """Create `path` and its missing parents 0700 whatever the umask (snapshots and the
-    helper's socket live below); directories that already exist are left as they are."""
-    missing = []
-    for d in (path, *path.parents):
-        if d.exists():
-            break
-        missing.append(d)
-    for d in reversed(missing):
-        with suppress(FileExistsError):  # someone else made it meanwhile: theirs
-            os.mkdir(d, DIR_MODE)
-            os.chmod(d, DIR_MODE)  # the umask may have taken bits away
 
 
 def mkdir_private(path: Path) -> None:
@@ -122,28 +108,16 @@ def locked(root: Path, *, exclusive: bool) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _write_synced(path: Path, data: bytes | memoryview, flags: int) -> None:
-    """Open `path` (0600) with `flags`, write all of `data`, fsync, close."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, FILE_MODE)
-    try:
-        view = memoryview(data).cast("B")
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_file(path: Path, data: bytes | memoryview) -> None:
     """Create a new 0600 file with `data` and fsync it; refuses to overwrite."""
-    _write_synced(path, data, os.O_EXCL)
+    write_private(path, data, os.O_EXCL, sync=True)
 
 
 def replace_file(path: Path, data: bytes | memoryview) -> None:
     """Atomically (re)place `path`: readers see the old content or the new, never a mix."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
     try:
-        _write_synced(tmp, data, os.O_TRUNC)
+        write_private(tmp, data, os.O_TRUNC, sync=True)
         os.rename(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # e.g. the disk is full: leave nothing behind

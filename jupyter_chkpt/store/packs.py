@@ -28,6 +28,7 @@ import xxhash
 import zstandard
 
 from ..image import PAGE_SIZE
+from ..private import FILE_MODE
 from . import layout
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ def _open_nameless(directory: Path) -> int:
     if not USE_TMPFILE:
         return -1
     try:
-        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, layout.FILE_MODE)
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, FILE_MODE)
     except OSError as e:
         if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
             return -1
@@ -240,7 +241,7 @@ def write_pack(
             written.pack_fd = os.open(
                 packs_dir / f"{pack_id}.pack",
                 os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                layout.FILE_MODE,
+                FILE_MODE,
             )
             written.named = True
         fcntl.flock(written.pack_fd, fcntl.LOCK_EX)  # nobody else has it open yet: never waits

@@ -29,6 +29,7 @@ from ..errors import (
     UnknownSnapshot,
 )
 from ..image import PAGE_SIZE, ImageMeta, PageMap, PageRuns
+from ..private import human_size
 from . import health, layout, manifest, packs, pagemap
 from .health import PackStates
 from .manifest import SnapshotInfo
@@ -60,7 +61,7 @@ class CleanResult:
         if self.removed:
             out.append(
                 f"removed {len(self.removed)} leftover(s) of interrupted operations "
-                f"({_human(self.bytes_freed)}): {', '.join(self.removed)}"
+                f"({human_size(self.bytes_freed)}): {', '.join(self.removed)}"
             )
         out += [f"repaired: {r}" for r in self.repaired]
         out += [f"damaged: {d}" for d in self.damaged]
@@ -84,7 +85,7 @@ class GcResult:
         """For people: what gc removed, what it kept and why."""
         out = [
             f"removed {self.packs_removed} pack(s) no snapshot uses, rewrote "
-            f"{self.packs_rewritten} partly used one(s), freed {_human(self.bytes_freed)}",
+            f"{self.packs_rewritten} partly used one(s), freed {human_size(self.bytes_freed)}",
             f"kept {self.packs_kept} pack(s) whole and {self.pages_kept} page(s) in all: "
             f"the pages of {self.snapshots} snapshot(s)",
         ]
@@ -137,7 +138,7 @@ class Store:
         if free < needed:
             raise StoreFull(
                 f"the snapshot would not fit in the store {self.root}: {what} need at least "
-                f"{_human(needed)}, and {_human(free)} is free; nothing was done"
+                f"{human_size(needed)}, and {human_size(free)} is free; nothing was done"
             )
 
     # --- writing ------------------------------------------------------------
@@ -356,8 +357,8 @@ class Store:
         raw = new_pages * PAGE_SIZE
         return StoreFull(
             f"the snapshot does not fit in the store {self.root} ({e.strerror}): its "
-            f"{new_pages} new pages are {_human(raw)} before compression, plus its page map, "
-            f"and {_human(self.free_bytes())} is free; nothing was stored"
+            f"{new_pages} new pages are {human_size(raw)} before compression, plus its page map, "
+            f"and {human_size(self.free_bytes())} is free; nothing was stored"
         )
 
     def page_map(
@@ -416,7 +417,7 @@ class Store:
                 if layout.is_full(e):
                     raise StoreFull(
                         f"no space left in {self.root} to change the label "
-                        f"({_human(self.free_bytes())} free); the label is unchanged"
+                        f"({human_size(self.free_bytes())} free); the label is unchanged"
                     ) from None
                 raise
 
@@ -770,7 +771,7 @@ class Store:
                     if layout.is_full(e):
                         raise StoreFull(
                             f"gc needs room to copy the pages still in use out of partly "
-                            f"unused packs, and {_human(self.free_bytes())} is free in "
+                            f"unused packs, and {human_size(self.free_bytes())} is free in "
                             f"{self.root}; gc removed nothing but debris",
                             "Delete snapshots you no longer need, or free disk space, "
                             "then run gc again",
@@ -1103,11 +1104,3 @@ def _remove(path: Path) -> int:
     else:
         path.unlink()
     return size
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
