@@ -100,16 +100,16 @@ class Tracer:
         return phase
 
 
-def released(target: zdtm.Target) -> None:
+def released(target: zdtm.Target, context: str = "") -> None:
     """Not stopped, not traced: within a moment (a rescue ends with SIGCONT)."""
     deadline = time.monotonic() + 10
     while True:
         try:
             zdtm.assert_released(target.pid)
             return
-        except AssertionError:
+        except AssertionError as e:
             if time.monotonic() > deadline:
-                raise
+                raise AssertionError(f"{e} ({context})") from None
             time.sleep(0.01)
 
 
@@ -143,7 +143,7 @@ def test_tracer_killed_at_random(op: str, spawn, store: Store, runtime: Path) ->
         phase = tracer.kill_after(delay, journal)
         phases[phase] = phases.get(phase, 0) + 1
         done = rescue_all()  # what the helper's guardian does
-        released(target)
+        released(target, f"trial {trial}, killed in phase {phase!r}: {done}")
         assert not journal.exists(), done
         reply = target.ok("verify")
         want = {str(gen), "0"} if op == "restore" else {str(gen)}
@@ -199,3 +199,35 @@ def test_a_restore_past_its_point_of_no_return_is_finished(
     target.ok("work")
     assert rescue_pid(target.pid).endswith("needed no rescue")
     assert os.listdir(journal_dir()) in ([], [".lock"])
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("where", ["reconcile_sigactions", "_drop_pages_born_since"])
+def test_an_interrupt_mid_restore_never_leaves_it_half_done(
+    where: str, spawn, store: Store, runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (any BaseException) while the process is being changed: before the
+    point of no return it is rolled back, after it the restore is finished."""
+    import importlib
+
+    restore_module = importlib.import_module("jupyter_chkpt.engine.restore")
+    target = spawn("py_rescue.py", "32")
+    snap0 = checkpoint(target.pid, store)
+    target.ok("mutate")
+    real = getattr(restore_module, where)
+    calls: list[int] = []
+
+    def interrupted(*args: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(restore_module, where, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        restore(target.pid, store, snap0.id)
+    released(target)
+    want = "1" if where == "reconcile_sigactions" else "0"
+    assert target.ok("verify") == want
+    target.ok("work")
+    assert not list(journal_dir().glob("*.json"))

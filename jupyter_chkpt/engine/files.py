@@ -526,12 +526,14 @@ def unpark(fz: Frozen) -> None:
         return
     for n, (p, cloexec) in sorted(j.parked.items()):
         fz.injector.check("dup3", p, n, fds.O_CLOEXEC if cloexec else 0)
+        # journaled before the close: a rescue after a kill here never dup3s a closed p
+        # (a p left open is closed by the rollback's own pass over the fds)
+        del j.parked[n]
+        j.write()
         fz.injector.call("close", p)
-    j.parked.clear()
-    j.write()
 
 
-def close_parked(fz: Frozen) -> None:
+def close_parked(fz: Frozen, *, shutdown: bool = True) -> None:
     """Past the point of no return: the parked duplicates go. A connected socket
     among them is shut down first unless someone else still uses it: our keeper's
     duplicates (held for other snapshots) would otherwise keep the connection up,
@@ -548,6 +550,8 @@ def close_parked(fz: Frozen) -> None:
         for p in parked
         if p in table and table[p].kind == "socket" and (table[p].dev, table[p].ino) not in kept
     ]
+    if not shutdown:  # a rollback: what it parked are sockets of the snapshot's, still wanted
+        sockets = []
     shared = fds.sharers(fz.pid, sockets, ignore_own=set()) if sockets else {}
     me = os.getpid()
     for f in sockets:

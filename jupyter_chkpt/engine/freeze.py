@@ -7,6 +7,7 @@ stopped, a rescue (engine/rescue.py) ends the stop with the process whole.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -41,6 +42,8 @@ class Frozen:
     def paused_for(self) -> float:
         return time.monotonic() - self.frozen_at
 
+
+log = logging.getLogger(__name__)
 
 DEADLINE_ENV = "JUPYTER_CHKPT_FREEZE_DEADLINE"
 DEADLINE_S = 10.0  # for every thread to stop; a thread in uninterruptible sleep may not
@@ -89,15 +92,32 @@ def frozen(pid: int, op: str = "snapshot") -> Iterator[Frozen]:
         journal.remove()
         raise
     fz: Frozen | None = None
+    rescue_now = False
     try:
         with ProcessMemory(pid, write=True) as mem:
             injector = Injector(group.main, find_syscall_gadget(pid, mem), mem)
             fz = Frozen(pid, identity, group, mem, injector, started, journal)
             record(fz, journal)
             yield fz
+    except BaseException:
+        # Anything but an error the restore handles itself (Ctrl-C in the CLI, a
+        # BaseException from deep down) once the process is being changed: never let it
+        # run half-changed; the rescue rolls it back or forward as the journal says.
+        if fz is not None and not fz.keep_stopped and journal.phase in ("changing", "committed"):
+            fz.keep_stopped = rescue_now = True
+        raise
     finally:
         if fz is not None and fz.keep_stopped:
             group.leave_stopped()  # journaled: rescue.py takes it from here
         else:
+            group.detach_all()  # every register is final: a rescue need only SIGCONT
+            journal.write("released")
             group.release()
             journal.remove()
+        if rescue_now:
+            from .rescue import rescue_pid  # rescue builds on this module
+
+            try:
+                rescue_pid(pid, own=True)
+            except Exception:
+                log.exception("PID %d: could not rescue it after the failure", pid)

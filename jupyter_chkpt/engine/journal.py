@@ -17,7 +17,8 @@ process whole. One file per process, `<runtime dir>/chkpt/journal/<pid>.json`
 |             | fds parked inside the process    |                                           |
 | `committed` | a restore at its point of no     | rolls forward: writes the snapshot (from  |
 |             | return                           | the store) and its registers              |
-| `finishing` | signals re-queued                | as committed, without re-queueing         |
+| `released`  | every thread detached, before    | SIGCONT                                   |
+|             | the SIGCONT                      |                                           |
 
 `owner` is the tracer (pid + start time): a journal is only acted on once
 its owner is gone, so a rescue never races the operation it would finish.
@@ -47,7 +48,7 @@ from ..private import DIR_MODE, FILE_MODE, make_private_dirs, write_file
 from ..proc import procfs
 
 VERSION = 1
-PHASES = ("freezing", "frozen", "changing", "committed", "finishing")
+PHASES = ("freezing", "frozen", "changing", "committed", "released")
 
 
 def journal_dir() -> Path:
@@ -296,7 +297,13 @@ def tell(j: Journal, state: str, what: str, result: dict[str, Any] | None = None
     without a reply, and removes it once it has answered)."""
     if j.handoff is None:
         return  # not a kernel's helper at work: nobody to tell
-    word: dict[str, Any] = {"op": j.op, "state": state, "what": what}
+    # for this process instance only: a pid can be reused
+    word: dict[str, Any] = {
+        "op": j.op,
+        "state": state,
+        "what": what,
+        "start_time": j.process.start_time,
+    }
     if state == "restored":
         word["restored"] = {
             "snapshot": j.handoff.get("snapshot", {}),

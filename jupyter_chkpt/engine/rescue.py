@@ -72,7 +72,8 @@ def rescue_all() -> list[str]:
         for path in existing():
             try:
                 what = rescue_path(path)
-            except ChkptError as e:
+            except Exception as e:  # one process's failure must not leave the others stopped
+                log.exception("rescue of %s failed", path.name)
                 what = str(e)
             if what:
                 done.append(what)
@@ -104,10 +105,12 @@ def rescue_path(path: Path, *, own: bool = False) -> str | None:
         j.remove()
         handoff_path(pid).unlink(missing_ok=True)
         return f"PID {pid} has exited; its journal was removed"
-    if j.phase == "freezing":
-        _continue(pid)
+    if j.phase in ("freezing", "released"):
+        _continue(pid)  # nothing was touched yet, or everything is final
         j.remove()
-        return f"PID {pid} runs on (its freeze had not finished)"
+        return f"PID {pid} runs on (its {j.op} had {'not begun' if j.phase == 'freezing' else 'ended'})"
+    if not _tracer_gone(pid):
+        return None  # the dead owner's tracing thread is still on its way out: next time
     log.warning("rescuing PID %d from a %s left %s by process %d", pid, j.op, j.phase, j.owner_pid)
     group = ThreadGroup(pid)
     try:
@@ -136,6 +139,31 @@ def rescue_path(path: Path, *, own: bool = False) -> str | None:
         j.remove()
     log.warning("PID %d: %s", pid, what)
     return f"PID {pid}: {what}"
+
+
+def _tracer_gone(pid: int, wait_s: float = 5.0) -> bool:
+    """Whether no thread of `pid` is traced any more. A killed tracer's threads may
+    still be exiting (freeing its memory) when its main thread is a zombie already:
+    its tracees are detached, and put back into their group stop, only after that."""
+    end = time.monotonic() + wait_s
+    while True:
+        try:
+            traced = [t for t in os.listdir(procfs.proc_path(pid, "task")) if _traced(pid, t)]
+        except OSError:
+            return True  # gone: the caller finds out
+        if not traced:
+            return True
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+
+
+def _traced(pid: int, tid: str) -> bool:
+    with open(procfs.proc_path(pid, "task", tid, "status")) as f:
+        for line in f:
+            if line.startswith("TracerPid:"):
+                return line.split()[1] != "0"
+    return False
 
 
 def _continue(pid: int) -> None:
@@ -193,8 +221,8 @@ def _roll_back(fz: Frozen, j: Journal) -> str:
 
 def _roll_forward(fz: Frozen, j: Journal) -> str:
     """Finish the restore from the snapshot's full image."""
+    meta, pages, target = Store(j.store).load_pages(j.snapshot)  # first: it may fail
     close_parked(fz)
-    meta, pages, target = Store(j.store).load_pages(j.snapshot)
     _apply_fresh(fz, Image(meta, target.runs(), [pages]))
     return f"finished the restore of snapshot {j.snapshot}"
 

@@ -406,6 +406,8 @@ def _apply_or_roll_back(
             raise RollbackFailed(
                 f"restoring PID {fz.pid} failed ({error}) and so did rolling it back ({second})"
             ) from second
+        if fz.journal is not None:
+            fz.journal.write("frozen")  # as it was frozen again: nothing for a rescue to undo
         reason = error.message if isinstance(error, ChkptError) else str(error)
         raise RestoreFailed(f"could not restore PID {fz.pid}: {reason}") from error
 
@@ -464,7 +466,7 @@ def apply_image(
     result.past_no_return = True
     if fz.journal is not None and not rollback:
         fz.journal.write("committed")
-    close_parked(fz)
+    close_parked(fz, shutdown=not rollback)
     for tid in threads.leaving:
         Injector(fz.group.threads[tid], inj.gadget, fz.mem).exit_thread()
         fz.group.forget(tid)

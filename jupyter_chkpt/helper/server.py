@@ -94,7 +94,9 @@ class Kernel:
     request_ids: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.safety = StagingBuffer(safety_file(f"kernel{self.pid}"))
+        # a name of its own: another Kernel object of the same process (a reconnection)
+        # removes its file when it goes
+        self.safety = StagingBuffer(safety_file(f"kernel{self.pid}-{secrets.token_hex(4)}"))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -322,6 +324,9 @@ class HelperServer:
 
     def forget(self, conn: Connection) -> None:
         with self.lock:
+            # its snapshots' restored processes will read end-of-file there (op_restore)
+            for sid in [s for s, (c, _) in self.taken_on.items() if c is conn]:
+                del self.taken_on[sid]
             k = conn.kernel
             if k is not None and self.kernels.get(k.pid) is k:
                 del self.kernels[k.pid]

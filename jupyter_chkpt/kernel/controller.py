@@ -738,7 +738,9 @@ def _rescue_word() -> dict[str, Any]:
         return {}
     with contextlib.suppress(OSError):
         os.unlink(path)
-    return word
+    with open("/proc/self/stat") as f:
+        start_time = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22
+    return word if word.get("start_time") == start_time else {}  # another process's
 
 
 def _what(word: dict[str, Any]) -> str:
