@@ -78,6 +78,8 @@ class Kernel:
     # snapshot may already be taken. Lock order: store_lock, then lock.
     lock: threading.Lock = field(default_factory=threading.Lock)
     store_lock: threading.Lock = field(default_factory=threading.Lock)
+    retained: threading.Condition = field(default_factory=threading.Condition)  # see _store
+    retaining: int = 0
     pending: dict[str, SnapshotInfo] = field(default_factory=dict)  # taken, not stored yet
     # identity of the chain of incremental snapshots since the last full one; a chain
     # whose snapshot could not be stored is broken: what builds on it cannot be stored
@@ -486,10 +488,21 @@ class HelperServer:
                 k.request_ids.pop(snap_id, None)
             raise
         k.pending.pop(snap_id, None)
+        # A listing waits for the store lock and then until no retention is due, so
+        # that it never shows the automatic snapshots this one makes too many. No lock
+        # is held while retention waits for `lock`: the next snapshot may hold that one
+        # while it waits for the store lock.
+        with k.retained:
+            k.retaining += 1
         k.store_lock.release()
-        with k.lock:
-            self._release_buffers(k)
-            removed = self._retain(k, req.get("keep"))
+        try:
+            with k.lock:
+                self._release_buffers(k)
+                removed = self._retain(k, req.get("keep"))
+        finally:
+            with k.retained:
+                k.retaining -= 1
+                k.retained.notify_all()
         log.info("PID %d: snapshot %s (%.3f s frozen)", k.pid, info.id, info.stats["pause_s"])
         return info, removed
 
@@ -620,6 +633,8 @@ class HelperServer:
             raise NotRegistered("list needs a kernel: give pid or kernel_id")
         with k.store_lock:  # snapshots being stored are listed once stored and pruned
             pass
+        with k.retained:
+            k.retained.wait_for(lambda: k.retaining == 0)
         return {
             "kernel": k.describe(),
             "snapshots": [i.to_json() for i in self._snapshots_of(k.pid, k.start_time)],
