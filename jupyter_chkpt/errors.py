@@ -242,6 +242,12 @@ class HelperTimeout(HelperUnavailable):
     remedy = "The helper is busy or stuck; see its log, or stop it with `jupyter-chkpt helper stop`"
 
 
+class Cancelled(HelperError):
+    """The requester interrupted a checkpoint or restore before the process was frozen."""
+
+    remedy = "Nothing was changed: the kernel runs on as it was"
+
+
 class ProtocolError(HelperError):
     """The other side speaks another version of the helper protocol."""
 

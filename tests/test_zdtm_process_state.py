@@ -4,6 +4,7 @@ or a restore must refuse: device memory, userfaultfd-registered and sealed memor
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -48,6 +49,33 @@ def test_queued_signals(spawn, store, tracked) -> None:
     assert any("SIGUSR2 arrived since the snapshot" in n for n in result.notes), result.notes
     target.ok("work")
     target.quit()
+
+
+def test_main_thread_in_a_timed_wait(spawn, store) -> None:
+    """Registers are saved as the freeze found them. The first snapshot with dirty
+    tracking injects a syscall into the main thread (the tracker's userfaultfd)
+    before they are read; a thread in a timed wait (poll with a timeout, restarted
+    through the kernel's per-thread restart block) must be saved as interrupted
+    (-EINTR), never as "run restart_syscall": a restore would run that with the
+    restart block the thread has then, another call's (it corrupted a kernel's stack)."""
+    from jupyter_chkpt.engine.tracking import Tracking
+
+    target = spawn("py_process.py", "timed_wait")
+    zdtm.wait_blocked(target.pid, {target.pid: zdtm.SYS_POLL})
+    tracking = Tracking()
+    try:
+        info = checkpoint(target.pid, store, tracking=tracking)
+        [main] = [t for t in store.load_meta(info.id).threads if t.tid == target.pid]
+        assert main.regs["rax"] != arch.SYS["restart_syscall"], main.regs
+        assert main.regs["rax"] == (-errno.EINTR) & (2**64 - 1), main.regs
+        target.ok("mutate")
+        restore(target.pid, store, info.id, tracking=tracking)
+        zdtm.assert_released(target.pid)
+        target.ok("verify")
+        target.ok("work")
+        target.quit()
+    finally:
+        tracking.close()
 
 
 def test_personality(spawn, store, tracked) -> None:

@@ -204,7 +204,7 @@ class Taken:
 
 
 def provisional(
-    taken: Taken, snap_id: str, parent: str | None, tags: dict[str, Any]
+    taken: Taken, snap_id: str, parent: str | None, tags: dict[str, Any], label: str = ""
 ) -> SnapshotInfo:
     """What a listing will say of a taken snapshot once stored (sizes aside)."""
     from ..store import SnapshotInfo
@@ -215,7 +215,7 @@ def provisional(
         id=snap_id,
         pid=taken.pid,
         created=time.time(),
-        label="",
+        label=label,
         parent=parent,
         mem_bytes=npages * PAGE_SIZE,
         stored_bytes=0,

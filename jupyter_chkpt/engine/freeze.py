@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ProcessAlreadyTraced, UnsupportedState
 from ..image import ProcessIdentity
@@ -37,6 +37,10 @@ class Frozen:
     # set after a failure past a restore's point of no return: the process stays
     # stopped, with its journal, for a rescue to finish
     keep_stopped: bool = False
+    # every thread's registers as the freeze found them, before any injection: an
+    # injection leaves a thread that was in a syscall set to restart it through its
+    # restart block (Injector.call), right for this process but not for an image
+    at_freeze: dict[int, dict[str, int]] = field(default_factory=dict)
 
     @property
     def paused_for(self) -> float:
@@ -55,9 +59,9 @@ def deadline_s() -> float:
 
 def record(fz: Frozen, journal: Journal) -> None:
     """What a rescue needs to put the process back as it was frozen."""
+    fz.at_freeze = {tid: arch.regs_to_dict(t.get_regs()) for tid, t in fz.group.threads.items()}
     journal.threads = {
-        tid: ThreadRecord(arch.regs_to_dict(t.get_regs()), t.get_sigmask())
-        for tid, t in fz.group.threads.items()
+        tid: ThreadRecord(fz.at_freeze[tid], t.get_sigmask()) for tid, t in fz.group.threads.items()
     }
     addr = fz.injector.scratch()
     journal.scratch = (addr, base64.b64encode(fz.mem.read(addr, SCRATCH_SIZE)).decode())

@@ -15,7 +15,7 @@ import contextlib
 import os
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +141,7 @@ def restore(
     safety: StagingBuffer | None = None,
     tracking: Tracking | None = None,
     handoff: dict[str, Any] | None = None,
+    proceed: Callable[[], None] | None = None,
 ) -> RestoreResult:
     """Restore snapshot `ref` (id or unique prefix) into process `pid`.
 
@@ -150,7 +151,8 @@ def restore(
     With `tracking` whose tracker knows a base image, only the pages that may
     differ between the process and the snapshot are loaded, saved and written.
     `handoff`: what the restored process is to be told should a rescue have to
-    finish the restore (journal.py).
+    finish the restore (journal.py). `proceed` is called last before the freeze:
+    it may raise to cancel (the requester changed its mind while we loaded).
     """
     snap_id = store.resolve(ref)
     wanted = store.load_meta(snap_id).process
@@ -179,6 +181,8 @@ def restore(
     # Slow, so before the freeze; read afresh (no cache): the refusals below go by
     # these flags, and a mapping replaced at the same place keeps none of its old ones.
     flagged = read_maps_with_flags(pid)
+    if proceed is not None:
+        proceed()
     lock = contextlib.nullcontext() if safety else _restore_lock
     with lock, frozen(pid, "restore") as fz:
         assert fz.journal is not None

@@ -57,7 +57,11 @@ def capture_threads(fz: Frozen) -> list[ThreadImage]:
     """Registers of every thread (no injection: this comes before the memory copy)."""
     threads = []
     for tid, thread in sorted(fz.group.threads.items()):
-        regs = arch.resolve_syscall_restart(arch.regs_to_dict(thread.get_regs()))
+        # as the freeze found them: an injection since (the tracker's userfaultfd) may
+        # have set a thread to go on through its restart block, which an image cannot
+        # carry (a restore would run another call's restart)
+        raw = fz.at_freeze.get(tid) or arch.regs_to_dict(thread.get_regs())
+        regs = arch.resolve_syscall_restart(raw)
         threads.append(
             ThreadImage(
                 tid=tid,

@@ -36,6 +36,7 @@ _TAKES = {
     "checkpoint": "snap_id (8 hex digits or null), label (a string), tags (an object) and "
     "keep (a whole number of at least 1, or null)",
     "restore": "ref (a snapshot reference) and carry (an object)",
+    "cancel": "request (the id of your checkpoint or restore request, an integer)",
     "list": "pid (an integer) or kernel_id (a string), or neither for your own",
     "delete": "snapshot (a reference) and optionally pid or kernel_id (whose snapshot it is)",
     "label": "snapshot (a reference), label (a string) and optionally pid or kernel_id",
@@ -83,6 +84,13 @@ def restore(req: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if not isinstance(carry, dict):
         raise _bad("restore", "carry", "an object")
     return ref, carry
+
+
+def cancel(req: dict[str, Any]) -> int:
+    request = req.get("request")
+    if not isinstance(request, int) or isinstance(request, bool):
+        raise _bad("cancel", "request", "an integer")
+    return request
 
 
 def scope(op: str, req: dict[str, Any]) -> tuple[int | None, str | None]:

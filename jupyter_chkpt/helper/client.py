@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import (
@@ -28,6 +29,7 @@ from ..errors import (
 from . import paths, protocol
 
 START_TIMEOUT = 30.0
+WAIT_SLICE_S = 0.2  # a call with `waiting` calls it this often while it waits
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -88,9 +90,17 @@ class HelperClient:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._broken = False
+        self.in_flight: int | None = None  # id of the request awaiting its answer
 
     def _abandon(self) -> None:
+        """Give the connection up mid-request. Shut down, not only closed: the helper
+        holds a duplicate of our end (its fd keeper, for restores), so a close alone
+        would leave the socket open and a late answer queued in it, to be read by a
+        process restored to a moment it waited on this socket; shut down, that one
+        reads end-of-file and takes the restore's word (engine/journal.py)."""
         self._broken = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.close()
 
     @staticmethod
@@ -104,8 +114,18 @@ class HelperClient:
                     raise HelperUnavailable("the helper started but does not listen") from None
                 time.sleep(0.05)
 
-    def call(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
-        """Send one request and return its result; errors come back raised."""
+    def call(
+        self,
+        op: str,
+        timeout: float | None = None,
+        waiting: Callable[[], None] | None = None,
+        **args: Any,
+    ) -> dict[str, Any]:
+        """Send one request and return its result; errors come back raised.
+
+        `waiting` is called every WAIT_SLICE_S while the answer has not come: a
+        wait in a blocking receive would not see a signal another thread took (the
+        main thread's Python handler runs only once the receive returns)."""
         with self._lock:
             if self._broken:
                 raise HelperUnavailable("this connection to the helper was abandoned")
@@ -122,9 +142,10 @@ class HelperClient:
                 self._abandon()  # between requests (a restarted helper): safe to repeat
                 raise HelperUnavailable("the helper closed the connection (it may have exited)")
             self.sock.settimeout(timeout)
+            self.in_flight = req_id
             try:
                 self.sock.sendall(data)
-                line = self._reader.read()
+                line = self._read(timeout, waiting)
             except TimeoutError:
                 self._abandon()
                 raise HelperTimeout(f"the helper did not answer {op} within {timeout} s") from None
@@ -139,6 +160,8 @@ class HelperClient:
                 # as the answer to another request
                 self._abandon()
                 raise
+            finally:
+                self.in_flight = None
             if line is None:
                 self._abandon()
                 raise HelperStopped(f"the helper stopped during {op}, before it answered")
@@ -150,6 +173,19 @@ class HelperClient:
             if reply.get("id") != req_id:
                 raise ProtocolError(f"reply to request {reply.get('id')}, expected {req_id}")
             return protocol.raise_for(reply)
+
+    def _read(self, timeout: float | None, waiting: Callable[[], None] | None) -> bytes | None:
+        if waiting is None:
+            return self._reader.read()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.sock.settimeout(WAIT_SLICE_S)
+        while True:
+            try:
+                return self._reader.read()  # keeps what it read so far across timeouts
+            except TimeoutError:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise
+                waiting()
 
     def _peer_gone(self) -> bool:
         """Whether the helper hung up while we were not asking it anything."""

@@ -24,9 +24,19 @@ VERSION = 1
 MAX_LINE = 64 << 20  # bytes, newline excluded; a restore carries pending shell messages
 CHUNK = 1 << 20  # bytes per recv
 
-OPS = ("register", "checkpoint", "restore", "list", "delete", "label", "status", "shutdown")
+OPS = (
+    "register",
+    "checkpoint",
+    "restore",
+    "cancel",
+    "list",
+    "delete",
+    "label",
+    "status",
+    "shutdown",
+)
 # Operations a process may only ask for itself (the helper checks the peer's pid).
-SELF_ONLY = ("checkpoint", "restore")
+SELF_ONLY = ("checkpoint", "restore", "cancel")
 LINE_RULES = (
     f"Nothing was done. Requests are one JSON object per line, at most {MAX_LINE >> 20} MiB, "
     "as docs/PROTOCOL.md describes"

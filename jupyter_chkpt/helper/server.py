@@ -36,6 +36,7 @@ from ..engine.keeper import FdKeeper
 from ..engine.rescue import rescue_all
 from ..engine.tracking import Tracking
 from ..errors import (
+    Cancelled,
     ChkptError,
     HelperUnavailable,
     NotRegistered,
@@ -61,6 +62,7 @@ PRUNE_INTERVAL = 1.0  # seconds between checks for kernels that have exited
 GC_AFTER_DELETES = 20
 SHUTDOWN_WAIT_S = 300.0  # at most, for operations in progress when asked to stop
 STORE_NICE = 10  # background stores of automatic snapshots
+CANCEL_POLL_S = 0.1  # how often a cancellable wait looks for a cancel
 REFUSED_DRAIN_S = 10.0  # at most, reading what a refused peer still sends
 REFUSED_DRAIN_BYTES = 1 << 20
 
@@ -94,6 +96,8 @@ class Kernel:
     # snapshot id -> id of the checkpoint request during which it was taken: the
     # restored process wakes up waiting for the reply to exactly that request
     request_ids: dict[str, Any] = field(default_factory=dict)
+    # ids of checkpoint/restore requests the kernel asked to cancel (op_cancel)
+    cancelled: set[Any] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         # a name of its own: another Kernel object of the same process (a reconnection)
@@ -388,10 +392,20 @@ class HelperServer:
         tags = dict(req.get("tags") or {})
         tags.setdefault("kernel_id", k.kernel_id)
         snap_id = str(req.get("snap_id") or secrets.token_hex(4))
-        k.lock.acquire()  # released once the snapshot's page map is the tracker's base
+        try:
+            return self._checkpoint(k, conn, req, tags, snap_id)
+        finally:
+            self._cancel_done(k, req)
+
+    def _checkpoint(
+        self, k: Kernel, conn: Connection, req: dict[str, Any], tags: dict[str, Any], snap_id: str
+    ) -> dict[str, Any]:
+        # released once the snapshot's page map is the tracker's base
+        self._acquire(k.lock, k, conn, req, "snapshot")
         try:
             # refused before the freeze if clearly too big for the store's free space
             space.check_room(self.store, k.pid, k.tracking, self._last_stored(k))
+            self._go_on(k, conn, req, "snapshot")
             # With tracking a snapshot moves little: a buffer of its own, so that the
             # next one can be taken while this one is being stored.
             tracked = k.tracking.unavailable is None
@@ -400,7 +414,7 @@ class HelperServer:
             parent, k.live = k.live, snap_id
             k.request_ids[snap_id] = req.get("id")
             self.taken_on[snap_id] = (conn, req.get("id"))
-            info = provisional(taken, snap_id, parent, tags)
+            info = provisional(taken, snap_id, parent, tags, str(req.get("label", "")))
             k.pending[snap_id] = info
         except BaseException:
             k.lock.release()
@@ -413,8 +427,72 @@ class HelperServer:
             self._begin()  # shutdown waits for it too
             threading.Thread(target=self._store_later, args=work, daemon=True).start()
             return {"snapshot": info.to_json(), "removed": [], "stored": False}
-        stored, removed = self._prepare_and_store(*work)
+        # The kernel waits while it is stored; should it cancel (its user pressed
+        # Interrupt), storing goes on in the background and the kernel is answered now.
+        done: dict[str, Any] = {}
+        finished = threading.Event()
+
+        def store() -> None:
+            try:
+                done["result"] = self._prepare_and_store(*work)
+            except BaseException as e:
+                done["error"] = e
+                if finished.is_set():  # nobody waits for it any more
+                    log.error("PID %d: snapshot %s could not be stored: %s", k.pid, snap_id, e)
+                    k.last_error = f"the snapshot {snap_id} could not be stored: {e}"
+            finally:
+                finished.set()
+                self._end()
+
+        self._begin()  # shutdown waits for it too
+        threading.Thread(target=store, name=f"store-{snap_id}", daemon=True).start()
+        while not finished.wait(CANCEL_POLL_S):
+            if req.get("id") in k.cancelled:
+                finished.set()
+                log.info(
+                    "PID %d: snapshot %s goes on being stored in the background", k.pid, snap_id
+                )
+                return {"snapshot": info.to_json(), "removed": [], "stored": False}
+        if "error" in done:
+            raise done["error"]
+        stored, removed = done["result"]
         return {"snapshot": stored.to_json(), "removed": removed, "stored": True}
+
+    def _go_on(self, k: Kernel, conn: Connection, req: dict[str, Any], what: str) -> None:
+        """Raise Cancelled if the kernel cancelled this request or hung up: called
+        before a freeze and while waiting for one."""
+        if req.get("id") in k.cancelled or _hung_up(conn.sock):
+            raise Cancelled(f"the {what} was cancelled before the kernel was frozen")
+
+    def _acquire(
+        self, lock: threading.Lock, k: Kernel, conn: Connection, req: dict[str, Any], what: str
+    ) -> None:
+        """Wait for `lock` (another operation on the kernel) as long as the kernel wants."""
+        if lock.acquire(blocking=False):
+            return
+        log.info("PID %d: the %s waits for an earlier operation on the kernel", k.pid, what)
+        while not lock.acquire(timeout=CANCEL_POLL_S):
+            self._go_on(k, conn, req, what)
+
+    @staticmethod
+    def _cancel_done(k: Kernel, req: dict[str, Any]) -> None:
+        # request ids grow on a connection: a cancel of this one or an earlier one is moot
+        own = req.get("id")
+        if isinstance(own, int):
+            k.cancelled = {i for i in k.cancelled if isinstance(i, int) and i > own}
+
+    def op_cancel(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
+        """A kernel cancels its own checkpoint or restore, from another connection (the
+        one with the request waits for its answer); the answer to the request says
+        whether it was cancelled: one past its freeze goes on."""
+        request = args.cancel(req)
+        with self.lock:
+            k = self.kernels.get(conn.peer_pid)
+        if k is None or not _alive(conn.peer_pid, k.start_time):
+            raise NotRegistered(f"PID {conn.peer_pid} asked to cancel but has not registered")
+        k.cancelled.add(request)
+        log.info("PID %d: cancel of request %s asked for", k.pid, request)
+        return {"request": request}
 
     def _last_stored(self, k: Kernel) -> SnapshotInfo | None:
         """The kernel's live snapshot, if it is stored (its sizes guide an estimate)."""
@@ -545,10 +623,18 @@ class HelperServer:
     def op_restore(self, conn: Connection, req: dict[str, Any]) -> None:
         args.restore(req)
         k = self._self(conn, "restore")
+        try:
+            self._restore(k, conn, req)
+        finally:
+            self._cancel_done(k, req)
+
+    def _restore(self, k: Kernel, conn: Connection, req: dict[str, Any]) -> None:
         if self._resolve(k, str(req.get("ref", ""))).id in k.pending:
-            with k.store_lock:  # the snapshot must be stored first (stores go in order)
-                pass
-        with k.lock:
+            # the snapshot must be stored first (stores go in order)
+            self._acquire(k.store_lock, k, conn, req, "restore")
+            k.store_lock.release()
+        self._acquire(k.lock, k, conn, req, "restore")
+        try:
             snap = self._resolve(k, str(req.get("ref", "")))
             # Taken by an earlier helper, or over a connection the kernel has dropped
             # since: restorable all the same. Files we hold no duplicates of get
@@ -564,6 +650,7 @@ class HelperServer:
                     safety=k.safety,
                     tracking=k.tracking,
                     handoff={"snapshot": snap.to_json(), "carry": req.get("carry") or {}},
+                    proceed=lambda: self._go_on(k, conn, req, "restore"),
                 )
             finally:
                 self._release_buffers(k)
@@ -583,7 +670,8 @@ class HelperServer:
                 }
                 with contextlib.suppress(OSError):
                     taken[0].send(protocol.ok(taken[1], reply))
-        return None
+        finally:
+            k.lock.release()
 
     def _snapshots_of(self, pid: int, start_time: int) -> list[SnapshotInfo]:
         found = {i.id: i for i in self.store.list(pid) if i.start_time == start_time}
@@ -717,6 +805,16 @@ def _trim_heap() -> None:
     freed): an idle helper should be small."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).malloc_trim(0)
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the peer closed its end (read without taking anything)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _alive(pid: int, start_time: int) -> bool:

@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,7 @@ from ..errors import (
     as_chkpt_error,
 )
 from ..helper.client import HelperClient
+from ..helper.paths import log_path as helper_log
 
 log = logging.getLogger("jupyter_chkpt.kernel")
 
@@ -53,6 +54,7 @@ PR_SET_PTRACER = 0x59616D61
 HANDLED_MEMORY = 10_000  # ids of handled shell messages remembered (stale-request filter)
 IOPUB_DRAIN_S = 0.05  # at most, for zmq's IO threads to send what the IOPub thread sent
 RECONNECT_WAIT_S = 5.0  # at most, for frontends whose connections the restore reset
+CANCEL_TIMEOUT_S = 10.0  # at most, for the helper to take a cancel
 POOL_REFILL_S = 5.0  # at most, for a multiprocessing Pool to replace workers gone since
 
 
@@ -285,10 +287,16 @@ class Checkpointer:
         name = os.path.basename(conn)
         return name.removeprefix("kernel-").removesuffix(".json")
 
-    def call(self, op: str, timeout: float | None = 60, **args: Any) -> dict[str, Any]:
+    def call(
+        self,
+        op: str,
+        timeout: float | None = 60,
+        waiting: Callable[[], None] | None = None,
+        **args: Any,
+    ) -> dict[str, Any]:
         """A helper request; a helper that went away is restarted once."""
         try:
-            return self.client.call(op, timeout=timeout, **args)
+            return self.client.call(op, timeout=timeout, waiting=waiting, **args)
         except HelperTimeout:
             self._drop_client()
             raise  # the helper is alive but slow: a retry would not help
@@ -297,7 +305,7 @@ class Checkpointer:
             raise  # it may have done part of the work: the caller asks the rescue's word
         except HelperUnavailable:
             self._drop_client()
-            return self.client.call(op, timeout=timeout, **args)
+            return self.client.call(op, timeout=timeout, waiting=waiting, **args)
 
     # --- what users ask for -------------------------------------------------------
 
@@ -328,8 +336,8 @@ class Checkpointer:
         }
         log.debug("restore %s: %d pending shell messages", ref, len(pending))
         try:
-            with _uninterrupted():
-                self.call("restore", timeout=None, ref=ref, carry=carry)
+            with self._cancel_on_interrupt() as waiting:
+                self.call("restore", timeout=None, waiting=waiting, ref=ref, carry=carry)
         except BaseException as e:
             for msg in early:  # taken from the socket: hand them back
                 self._feed(msg)
@@ -344,6 +352,57 @@ class Checkpointer:
                 ) from e
             raise
         raise ChkptError("the helper answered a restore that should not return")
+
+    @contextlib.contextmanager
+    def _cancel_on_interrupt(self) -> Iterator[Callable[[], None]]:
+        """Interrupt (SIGINT) while the helper works for us asks it to cancel: a
+        snapshot or restore not frozen yet is called off, a snapshot being stored
+        goes on in the background. We go on waiting for the request's own answer,
+        which says what happened (no KeyboardInterrupt: that would leave the answer
+        unread while the helper may still be working on this process). While we are
+        frozen we cannot run; a signal sent then is taken once we run again."""
+        asked = threading.Event()
+        sent = False
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            asked.set()
+
+        def waiting() -> None:
+            nonlocal sent
+            if asked.is_set() and not sent:
+                sent = True
+                self._cancel()
+
+        if threading.current_thread() is not threading.main_thread():
+            yield waiting
+            return
+        old = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield waiting
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+    def _cancel(self) -> None:
+        client = self._client
+        request = client.in_flight if client is not None else None
+        if request is None:
+            return
+        log.info("interrupted: cancelling helper request %s", request)
+        try:
+            # from another connection: this one is busy with the request
+            with HelperClient(start=False) as other:
+                other.call("cancel", timeout=CANCEL_TIMEOUT_S, request=request)
+        except HelperTimeout:
+            # stuck: stop waiting for it (the request's connection is dropped; the
+            # helper checks for that before it freezes us)
+            raise HelperTimeout(
+                f"the helper did not take the interrupt within {CANCEL_TIMEOUT_S:g} s; "
+                "the kernel stopped waiting for it and runs on",
+                "A snapshot the helper had already taken may still be stored: %snapshots "
+                f"lists what was. The helper's log says what it is doing: {helper_log()}",
+            ) from None
+        except ChkptError as e:  # gone: the request's answer will say so
+            log.warning("could not cancel request %s: %s", request, e)
 
     def restore_soon(self, ref: str) -> None:
         """Restore from a widget callback, which may run on a subshell thread:
@@ -416,10 +475,11 @@ class Checkpointer:
         parent = self.kernel.get_parent("shell")
         self._quiesce()
         try:
-            with _uninterrupted():
+            with self._cancel_on_interrupt() as waiting:
                 result = self.call(
                     "checkpoint",
                     timeout=None,
+                    waiting=waiting,
                     snap_id=want.snap_id,
                     label=want.label,
                     tags=self._tags(want),
@@ -469,7 +529,12 @@ class Checkpointer:
         self.live = info["id"]
         self._release_results(True)
         if not want.auto:
-            self._stream(parent, f"snapshot {info['id']} taken: {_describe(info)}\n")
+            later = (
+                ""
+                if result.get("stored", True)
+                else "; interrupted: it is being stored in the background"
+            )
+            self._stream(parent, f"snapshot {info['id']} taken: {_describe(info)}{later}\n")
         self._send_held(None)
         if want.reply_to:
             self._reply(stream, want.reply_to, {"status": "ok", "snapshot": info})
@@ -871,20 +936,6 @@ def _on_main_thread(what: str) -> None:
             f"{what} ran on a subshell thread; snapshots and restores happen on the main shell",
             "Run it in the notebook's main shell, not in a subshell",
         )
-
-
-@contextlib.contextmanager
-def _uninterrupted() -> Iterator[None]:
-    """No KeyboardInterrupt while the helper freezes or restores us: an interrupted
-    wait would leave its answer unread while it goes on working on this process."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
 
 
 class _BoundedSet:

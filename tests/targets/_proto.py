@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import select
 import sys
 from collections.abc import Callable
 
@@ -63,12 +64,18 @@ def address_of(buf: object) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buf))  # type: ignore[arg-type]
 
 
-def serve(handlers: dict[str, Callable[..., str | None]]) -> None:
-    """Answer commands until ``quit``; a handler's return value follows ``ok``."""
+def serve(handlers: dict[str, Callable[..., str | None]], *, poll_ms: int = 0) -> None:
+    """Answer commands until ``quit``; a handler's return value follows ``ok``.
+    With `poll_ms` the main thread waits for input in poll() with that timeout
+    (a timed wait: the kernel restarts it through the thread's restart block)."""
     reply("ready")
     buf = b""
+    waiter = select.poll()
+    waiter.register(0, select.POLLIN)
     while True:
         while b"\n" not in buf:
+            while poll_ms and not waiter.poll(poll_ms):
+                pass
             chunk = os.read(0, 4096)
             if not chunk:
                 sys.exit(3)  # stdin closed without quit

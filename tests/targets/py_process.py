@@ -221,6 +221,23 @@ class Sealed:
         pass
 
 
+class TimedWait:
+    """The main thread waits for commands in poll() with a timeout (see serve)."""
+
+    def __init__(self) -> None:
+        self.value = "snapshot"
+
+    def mutate(self) -> None:
+        self.value = "since"
+
+    def verify(self) -> None:
+        check(self.value == "snapshot", f"value is {self.value!r}")
+
+    def work(self) -> None:
+        self.value = "works"
+        check(self.value == "works", "no longer works")
+
+
 MODES = {
     "timers": Timers,
     "signals": Signals,
@@ -229,8 +246,12 @@ MODES = {
     "uffd": Uffd,
     "device": Device,
     "sealed": Sealed,
+    "timed_wait": TimedWait,
 }
 
 if __name__ == "__main__":
     state = MODES[sys.argv[1]](*sys.argv[2:])
-    serve({"mutate": state.mutate, "verify": state.verify, "work": state.work})
+    serve(
+        {"mutate": state.mutate, "verify": state.verify, "work": state.work},
+        poll_ms=500 if isinstance(state, TimedWait) else 0,
+    )
