@@ -47,6 +47,7 @@ CASES: dict[str, tuple[str, list[str], str | None]] = {
     "zmq": ("py_zmq.py", [], "non-socket"),
     "process-personality": ("py_process.py", ["personality"], "personality 0x"),
     "process-signals": ("py_process.py", ["signals"], "pending are"),
+    "process-timed-wait": ("py_process.py", ["timed_wait"], "value is 'since'"),
     # no verify of its own: test_zdtm_dirty.py compares whole images
     "dirty": ("py_dirty.py", [], None),
     # verify says which generation it is in: a mutated target is consistent too
@@ -54,8 +55,9 @@ CASES: dict[str, tuple[str, list[str], str | None]] = {
     "rescue": ("py_rescue.py", ["8"], None),
 }
 
-# vfork_parent.c has no state to verify: test_zdtm_freeze.py drives it
-NOT_TARGETS = {"_proto.py", "ptrace_holder.py", "probe.c", "proto.h", "vfork_parent.c"}
+# vfork_parent.c has no state to verify: test_zdtm_freeze.py drives it; siginfo.c checks
+# the signals it got (test_siginfo_target_can_fail below)
+NOT_TARGETS = {"_proto.py", "ptrace_holder.py", "probe.c", "proto.h", "vfork_parent.c", "siginfo.c"}
 
 
 def _args(args: list[str], c_targets: dict[str, Path]) -> list[str]:
@@ -118,3 +120,28 @@ def test_threads_block_where_claimed(spawn, name: str, args: list[str], where) -
     target.ok("work")
     zdtm.wait_blocked(target.pid, zdtm.blocked_tids(target, where))
     target.quit()
+
+
+@pytest.mark.timeout(120)
+def test_siginfo_target_can_fail(spawn) -> None:
+    """Its check passes for signals sent as it expects, and fails for a real-time
+    signal that came once, by tgkill, as a tracer re-sending it would."""
+    import ctypes
+    import os
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.sigqueue.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    rt = signal.SIGRTMIN + 1
+    right = spawn("siginfo")
+    for value in range(3):
+        assert libc.sigqueue(right.pid, rt, value) == 0
+    os.kill(right.pid, signal.SIGUSR1)
+    right.ok(f"check {os.getpid()}")
+    right.quit()
+    wrong = spawn("siginfo")
+    libc.syscall(234, wrong.pid, wrong.pid, rt)  # tgkill: a tracer re-sending it by number
+    os.kill(wrong.pid, signal.SIGUSR1)
+    said = wrong.send(f"check {os.getpid()}")
+    assert said.startswith("fail") and "code -6" in said, said  # SI_TKILL
+    wrong.quit()

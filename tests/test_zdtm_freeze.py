@@ -3,11 +3,12 @@
 A process stopped by someone else (SIGSTOP, Ctrl-Z) is refused: ending that
 stop is not ours to do. A thread that cannot stop (a vfork parent waits in the
 kernel, state D) makes the freeze give up at its deadline. Two tracers never
-act on one process at once.
+act on one process at once. Signals sent meanwhile arrive afterwards as sent.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import time
@@ -86,3 +87,23 @@ def test_two_tracers_never_act_on_one_process(spawn, store) -> None:
     no_journal()
     zdtm.assert_released(target.pid)
     target.ok("work")
+
+
+@pytest.mark.timeout(120)
+def test_signals_sent_while_frozen_arrive_as_sent(spawn) -> None:
+    """A real-time signal queued three times while the process is frozen (and its
+    main thread runs injected syscalls) arrives three times, each with its value
+    and sender; a kill() arrives as a kill (SI_USER), not as the tracer's tgkill."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.sigqueue.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    rt = signal.SIGRTMIN + 1
+    target = spawn("siginfo")
+    with frozen(target.pid) as fz:
+        fz.injector.check("getpid")
+        for value in range(3):
+            assert libc.sigqueue(target.pid, rt, value) == 0, os.strerror(ctypes.get_errno())
+        os.kill(target.pid, signal.SIGUSR1)
+        fz.injector.check("getpid")  # runs with the signals queued
+    target.ok(f"check {os.getpid()}")
+    target.ok("work")
+    target.quit()
