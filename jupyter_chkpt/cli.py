@@ -305,7 +305,11 @@ class RmCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         store = self.store(args)
+        from .engine.journal import refuse_if_needed
+
         ids = [self.resolve(store, ref) for ref in args.snapshots]
+        for snap_id in ids:  # all or none
+            refuse_if_needed(store.root, snap_id)
         for snap_id in ids:
             store.delete(snap_id)
         if args.json:

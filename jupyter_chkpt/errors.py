@@ -204,6 +204,12 @@ class StoreUnavailable(StoreError):
     remedy = "Choose a directory you can create and write: --store DIR, or set JUPYTER_CHKPT_STORE"
 
 
+class SnapshotInUse(StoreError):
+    """A restore of the snapshot is under way, or a rescue still needs it to finish one."""
+
+    remedy = "Nothing was deleted; delete it once that restore is done (its kernel runs again)"
+
+
 class StoreFull(StoreError):
     """The snapshot does not fit on the store's file system; nothing was left behind."""
 

@@ -268,3 +268,36 @@ def test_ptrace_remedy_for_each_yama_setting(
         path.write_text(scope + "\n")
     remedy = ptrace_remedy(str(path))
     assert says in remedy and not_says not in remedy and "jupyter-chkpt check" in remedy
+
+
+@pytest.mark.timeout(120)
+def test_rm_refuses_a_snapshot_a_restore_still_needs(
+    spawn, store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore journaled past its point of no return whose tracer died is rolled
+    forward from its snapshot by the next rescue: until then the snapshot stays."""
+    from jupyter_chkpt.engine.journal import Journal
+    from jupyter_chkpt.proc import procfs
+
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    store = ["--store", str(store_dir)]
+    target = spawn("py_counter.py")
+    snap = run("snapshot", str(target.pid), *store)["id"]
+    # what a helper killed at the point of no return leaves (no process has start time 1)
+    j = Journal(procfs.identity(target.pid), "restore", owner_pid=os.getpid(), owner_start=1)
+    j.store, j.snapshot = str(store_dir), snap
+    j.claim()
+    j.write("committed")
+    refused = cli("rm", snap, *store)
+    assert refused.returncode != 0
+    assert f"snapshot {snap} is being restored into PID {target.pid}" in refused.stderr
+    assert (
+        "whose rescue still needs it" in refused.stderr and "Nothing was deleted" in refused.stderr
+    )
+    assert [s["id"] for s in run("ls", *store)] == [snap]
+    j.remove()  # (the target never stopped: there is nothing to rescue)
+    assert run("rm", snap, *store) == {"deleted": [snap]}
+    target.ok("work")
+    target.quit()

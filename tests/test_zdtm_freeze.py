@@ -52,6 +52,40 @@ def test_a_stopped_process_is_refused_and_stays_stopped(spawn, store) -> None:
     checkpoint(target.pid, store)
 
 
+def wait_state(pid: int, state: str) -> None:
+    deadline = time.monotonic() + 10
+    while zdtm.status(pid)["State"][0] != state:
+        assert time.monotonic() < deadline, zdtm.status(pid)["State"]
+        time.sleep(0.01)
+
+
+@pytest.mark.timeout(120)
+def test_a_tracer_that_died_before_its_sigstop_leaves_the_users_stop(spawn) -> None:
+    """A journal left in phase "freezing" means no SIGSTOP was sent: a stop the process
+    is in is its user's, and the rescue leaves it stopped; in phase "stopping" the
+    SIGSTOP may have been ours, and the rescue continues the process."""
+    from jupyter_chkpt.engine.journal import Journal
+    from jupyter_chkpt.engine.rescue import rescue_pid
+    from jupyter_chkpt.proc import procfs
+
+    target = spawn("threads")
+    dead = {"owner_pid": os.getpid(), "owner_start": 1}  # no live process has that start
+    os.kill(target.pid, signal.SIGSTOP)
+    wait_state(target.pid, "T")
+    Journal(procfs.identity(target.pid), "snapshot", **dead).claim()
+    assert "left as it was" in rescue_pid(target.pid)
+    time.sleep(0.2)
+    assert zdtm.status(target.pid)["State"][0] == "T", "the rescue ended the user's stop"
+    no_journal()
+    j = Journal(procfs.identity(target.pid), "snapshot", **dead)
+    j.claim()
+    j.write("stopping")
+    assert "runs on" in rescue_pid(target.pid)
+    wait_state(target.pid, "S")
+    no_journal()
+    target.ok("work")
+
+
 @pytest.mark.timeout(120)
 def test_a_thread_that_cannot_stop_times_out(spawn, store, monkeypatch: pytest.MonkeyPatch) -> None:
     target = spawn("vfork_parent")

@@ -91,7 +91,7 @@ def frozen(pid: int, op: str = "snapshot") -> Iterator[Frozen]:
     group = ThreadGroup(pid)
     started = time.monotonic()
     try:
-        group.freeze(deadline_s())
+        group.freeze(deadline_s(), before_stop=lambda: journal.write("stopping"))
     except BaseException:
         journal.remove()
         raise

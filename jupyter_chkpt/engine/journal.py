@@ -8,7 +8,9 @@ process whole. One file per process, `<runtime dir>/chkpt/journal/<pid>.json`
 
 | phase       | written                          | a rescue                                  |
 |-------------|----------------------------------|-------------------------------------------|
-| `freezing`  | before the SIGSTOP               | lets it run (no register was touched)     |
+| `freezing`  | claimed, nothing sent yet        | leaves it alone (it may be stopped by its |
+|             |                                  | user: not ours to end)                    |
+| `stopping`  | right before the SIGSTOP         | SIGCONT (no register was touched)         |
 | `frozen`    | every thread seized, before any  | puts back each thread's registers and     |
 |             | injected syscall                 | signal mask and the scratch page, closes  |
 |             |                                  | fds opened since, lets it run             |
@@ -40,20 +42,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jupyter_core.paths import jupyter_runtime_dir
-
-from ..errors import ProcessBusy
+from ..errors import ProcessBusy, SnapshotInUse
+from ..helper import paths
 from ..image import ProcessIdentity
 from ..private import DIR_MODE, FILE_MODE, make_private_dirs, write_file
 from ..proc import procfs
 
 VERSION = 1
-PHASES = ("freezing", "frozen", "changing", "committed", "released")
+PHASES = ("freezing", "stopping", "frozen", "changing", "committed", "released")
 
 
 def journal_dir() -> Path:
     """<runtime dir>/chkpt/journal: private whatever the umask."""
-    d = Path(jupyter_runtime_dir()) / "chkpt" / "journal"
+    d = paths.journal_path()
     make_private_dirs(d)
     for p in (d.parent, d):
         if os.stat(p).st_mode & 0o777 != DIR_MODE:
@@ -287,7 +288,8 @@ def refuse_if_busy(pid: int) -> None:
 def handoff_path(pid: int) -> Path:
     """Where a rescue leaves word for the process it rescued (kernel/controller.py
     reads it when its request ends without a reply)."""
-    return journal_dir() / f"{pid}.handoff"
+    journal_dir()
+    return paths.handoff_path(pid)
 
 
 def tell(j: Journal, state: str, what: str, result: dict[str, Any] | None = None) -> None:
@@ -314,6 +316,24 @@ def tell(j: Journal, state: str, what: str, result: dict[str, Any] | None = None
     tmp = path.with_name(path.name + ".tmp")
     write_file(tmp, json.dumps(word).encode(), os.O_TRUNC)
     os.rename(tmp, path)
+
+
+def refuse_if_needed(store: str | os.PathLike[str], snap_id: str) -> None:
+    """SnapshotInUse if a restore journaled from `snap_id` of `store` may still need it:
+    a rescue of a restore past its point of no return rolls forward from it."""
+    for path in existing():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            j = Journal.load(path)
+            if (
+                j.op == "restore"
+                and j.snapshot == snap_id
+                and j.phase in ("frozen", "changing", "committed")
+                and os.path.realpath(j.store) == os.path.realpath(store)
+            ):
+                raise SnapshotInUse(
+                    f"snapshot {snap_id} is being restored into PID {j.process.pid}"
+                    + ("" if j.owner_alive() else ", whose rescue still needs it")
+                )
 
 
 def existing() -> list[Path]:

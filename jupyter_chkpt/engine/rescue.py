@@ -3,7 +3,8 @@
 The journal (engine/journal.py) says how far the operation had come; the
 process sits in its group stop meanwhile (proc/ptrace.py). By phase:
 
-* `freezing`: nothing was touched: SIGCONT.
+* `freezing`: no signal was sent: left as it is (a stop it is in is its user's).
+* `stopping`: our SIGSTOP may have been sent, nothing else: SIGCONT.
 * `frozen`: injected syscalls may have run (or be half-run) in some threads:
   every thread gets its registers and signal mask back, the scratch page its
   contents, fds opened since the freeze are closed.
@@ -105,10 +106,13 @@ def rescue_path(path: Path, *, own: bool = False) -> str | None:
         j.remove()
         handoff_path(pid).unlink(missing_ok=True)
         return f"PID {pid} has exited; its journal was removed"
-    if j.phase in ("freezing", "released"):
-        _continue(pid)  # nothing was touched yet, or everything is final
+    if j.phase == "freezing":  # no SIGSTOP was sent: a stop it is in is someone else's
         j.remove()
-        return f"PID {pid} runs on (its {j.op} had {'not begun' if j.phase == 'freezing' else 'ended'})"
+        return f"PID {pid} was left as it was (its {j.op} had not begun)"
+    if j.phase in ("stopping", "released"):
+        _continue(pid)  # only our SIGSTOP to end, or everything is final
+        j.remove()
+        return f"PID {pid} runs on (its {j.op} had {'not begun' if j.phase == 'stopping' else 'ended'})"
     if not _tracer_gone(pid):
         return None  # the dead owner's tracing thread is still on its way out: next time
     log.warning("rescuing PID %d from a %s left %s by process %d", pid, j.op, j.phase, j.owner_pid)

@@ -36,6 +36,16 @@ def helper_dir() -> Path:
     return d
 
 
+def journal_path() -> Path:
+    """<runtime dir>/chkpt/journal, not created here: the engine's journals
+    (engine/journal.py) and the word a restore leaves a kernel (`handoff_path`)."""
+    return Path(jupyter_runtime_dir()) / "chkpt" / "journal"
+
+
+def handoff_path(pid: int) -> Path:
+    return journal_path() / f"{pid}.handoff"
+
+
 def socket_path() -> Path:
     return helper_dir() / SOCKET_NAME
 

@@ -31,7 +31,7 @@ from typing import Any
 from .. import __version__, refs
 from ..engine import restore, space
 from ..engine.dump import Taken, provisional, take
-from ..engine.journal import safety_file
+from ..engine.journal import refuse_if_needed, safety_file
 from ..engine.keeper import FdKeeper
 from ..engine.rescue import rescue_all
 from ..engine.tracking import Tracking
@@ -43,6 +43,7 @@ from ..errors import (
     ProtocolError,
     RequestRefused,
     RequestTooLarge,
+    SnapshotInUse,
     StoreError,
     UnknownSnapshot,
     as_chkpt_error,
@@ -615,10 +616,15 @@ class HelperServer:
             for i in self._snapshots_of(k.pid, k.start_time)
             if i.tags.get("auto") and not i.label and i.id != k.live and i.id not in k.pending
         ]
-        doomed = autos[: max(0, len(autos) - int(keep) + 1)]
-        for i in doomed:
-            self._delete(i.id)
-        return [i.id for i in doomed]
+        removed = []
+        for i in autos[: max(0, len(autos) - int(keep) + 1)]:
+            try:
+                self._delete(i.id)
+            except SnapshotInUse as e:  # a rescue may still need it: next time
+                log.info("PID %d: kept %s for now: %s", k.pid, i.id, e)
+                continue
+            removed.append(i.id)
+        return removed
 
     def op_restore(self, conn: Connection, req: dict[str, Any]) -> None:
         args.restore(req)
@@ -739,6 +745,7 @@ class HelperServer:
         return {"deleted": snap_id}
 
     def _delete(self, snap_id: str) -> None:
+        refuse_if_needed(self.store.root, snap_id)
         self.store.delete(snap_id)
         self.keeper.release_snapshot(snap_id)
         with self.lock:

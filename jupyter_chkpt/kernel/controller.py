@@ -46,6 +46,7 @@ from ..errors import (
     as_chkpt_error,
 )
 from ..helper.client import HelperClient
+from ..helper.paths import handoff_path
 from ..helper.paths import log_path as helper_log
 
 log = logging.getLogger("jupyter_chkpt.kernel")
@@ -492,21 +493,25 @@ class Checkpointer:
                 # of no return of a restore, and the rescue finished it.
                 self._held, self._held_results = None, []  # the process that took it sent them
                 return self._after_restore(word["restored"], stream)
-            stopped = HelperStopped(
-                f"{e.message}; nothing was saved and the kernel runs on as it was{_what(word)}",
-                e.remedy,
-            )
-            if self._held is not None or self._held_results:  # %checkpoint: the cell fails
-                self._send_held(stopped)
+            stored = self._stored_after_all(want.snap_id)
+            if stored is not None:  # it died after storing it, before it answered
+                result = {"snapshot": stored, "stored": True, "helper_stopped": True}
             else:
-                self._stream(parent, f"jupyter-chkpt: snapshot failed: {stopped}\n", "stderr")
-            if want.reply_to:
-                self._reply(
-                    stream,
-                    want.reply_to,
-                    {"status": "error", "error": str(stopped), "ename": "HelperStopped"},
+                stopped = HelperStopped(
+                    f"{e.message}; nothing was saved and the kernel runs on as it was{_what(word)}",
+                    e.remedy,
                 )
-            return None
+                if self._held is not None or self._held_results:  # %checkpoint: the cell fails
+                    self._send_held(stopped)
+                else:
+                    self._stream(parent, f"jupyter-chkpt: snapshot failed: {stopped}\n", "stderr")
+                if want.reply_to:
+                    self._reply(
+                        stream,
+                        want.reply_to,
+                        {"status": "error", "error": str(stopped), "ename": "HelperStopped"},
+                    )
+                return None
         except Exception as e:  # whatever it was, idle must still be published
             if not isinstance(e, ChkptError):
                 log.exception("snapshot failed")
@@ -534,10 +539,25 @@ class Checkpointer:
                 if result.get("stored", True)
                 else "; interrupted: it is being stored in the background"
             )
+            if result.get("helper_stopped"):
+                later = "; the helper stopped right after it stored it (a new one serves now)"
             self._stream(parent, f"snapshot {info['id']} taken: {_describe(info)}{later}\n")
         self._send_held(None)
         if want.reply_to:
             self._reply(stream, want.reply_to, {"status": "ok", "snapshot": info})
+        return None
+
+    def _stored_after_all(self, snap_id: str) -> dict[str, Any] | None:
+        """After the helper stopped during a snapshot: the snapshot, if it had stored it
+        (the store says: a new helper lists it); None if not, or if nobody can say."""
+        try:
+            listing = self.call("list", timeout=30)
+        except ChkptError as e:
+            log.warning("could not ask whether snapshot %s was stored: %s", snap_id, e)
+            return None
+        for info in listing.get("snapshots", []):
+            if isinstance(info, dict) and info.get("id") == snap_id:
+                return info
         return None
 
     def _tags(self, want: PendingCheckpoint) -> dict[str, Any]:
@@ -791,9 +811,7 @@ def _rescue_word() -> dict[str, Any]:
     (engine/rescue.py); {} if none. Read once."""
     import json
 
-    from jupyter_core.paths import jupyter_runtime_dir
-
-    path = os.path.join(jupyter_runtime_dir(), "chkpt", "journal", f"{os.getpid()}.handoff")
+    path = handoff_path(os.getpid())
     try:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_uid != os.getuid():

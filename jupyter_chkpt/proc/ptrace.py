@@ -24,6 +24,7 @@ import os
 import signal
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ptrace.binding.func import (
@@ -279,13 +280,16 @@ class ThreadGroup:
         self.pidfd = -1
         self.stopped = False  # we put the process in its group stop: we end it
 
-    def freeze(self, deadline_s: float) -> None:
+    def freeze(self, deadline_s: float, before_stop: Callable[[], None] | None = None) -> None:
         """Stop the process and seize every thread; FreezeTimeout (the process
-        running on, untouched) if a thread does not stop within `deadline_s`."""
+        running on, untouched) if a thread does not stop within `deadline_s`.
+        `before_stop` runs right before the SIGSTOP (the journal notes it)."""
         self._open()
         try:
             if any(s in ("T", "t") for s in procfs.thread_states(self.pid).values()):
                 raise ProcessStopped(f"PID {self.pid} is stopped (SIGSTOP, Ctrl-Z or a debugger)")
+            if before_stop is not None:
+                before_stop()
             signal.pidfd_send_signal(self.pidfd, signal.SIGSTOP)
             self.stopped = True
             self._wait_stopped(deadline_s)
