@@ -277,3 +277,26 @@ def test_snapshot_references(kernel) -> None:
     kernel.ok("%checkpoint -m start")  # a second 'start'
     twice = kernel.run("%restore start")
     assert twice.status == "error" and "give an id" in twice.content["evalue"], twice.content
+
+
+@pytest.mark.timeout(300)
+def test_a_restore_that_lands_while_an_async_cell_awaits_answers_that_cell(kernel) -> None:
+    """A widget's restore runs from the event loop, so it can land while a cell awaits
+    (top-level await): the restored state never ran that cell, and the restored
+    process answers it with an error instead of leaving its frontend waiting."""
+    kernel.ok("x = 1")
+    snap = kernel.value("%checkpoint -m a").strip("'")
+    kernel.ok("x = 2")
+    r = kernel.run(
+        "import asyncio\n"
+        f"get_ipython().kernel._chkpt.restore_soon({snap!r})\n"
+        "await asyncio.sleep(30)\n"
+        "y = 'the cell went on'",
+        timeout=120,
+    )
+    assert r.status == "error", r.content
+    assert r.content["ename"] == "Restored" and snap in r.content["evalue"], r.content
+    assert "restored snapshot" in r.stdout, r.stdout
+    assert kernel.value("x") == "1"
+    assert kernel.run("y").status == "error"  # the rest of that cell never ran
+    assert kernel.value("x + 1") == "2"

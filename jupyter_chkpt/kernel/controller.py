@@ -55,6 +55,7 @@ PR_SET_PTRACER = 0x59616D61
 HANDLED_MEMORY = 10_000  # ids of handled shell messages remembered (stale-request filter)
 IOPUB_DRAIN_S = 0.05  # at most, for zmq's IO threads to send what the IOPub thread sent
 RECONNECT_WAIT_S = 5.0  # at most, for frontends whose connections the restore reset
+ZMTP_SETTLE_S = 0.1  # after their TCP connections are back, for zmq's handshakes
 CANCEL_TIMEOUT_S = 10.0  # at most, for the helper to take a cancel
 POOL_REFILL_S = 5.0  # at most, for a multiprocessing Pool to replace workers gone since
 
@@ -122,6 +123,9 @@ class Checkpointer:
         self._handled: collections.deque[str] = collections.deque(maxlen=HANDLED_MEMORY)
         self._seen_since_restore = _BoundedSet(2 * HANDLED_MEMORY)
         self._replays: set[int] = set()  # messages we re-dispatch after a restore
+        # the main shell message being handled: an async cell awaits inside it while a
+        # widget's restore runs from the event loop (restore_soon)
+        self._running: list[Any] | None = None
         self.restores = 0
         self._subscribed = threading.Event()
         self._tasks: set[asyncio.Future[None]] = set()
@@ -335,6 +339,17 @@ class Checkpointer:
             "handled": list(self._handled),
             "peers": {name: _established(port) for name, port in self._ports().items()},
         }
+        running = self._running
+        answered = requester.msg_type != "comm" and self._msg_id(
+            running or []
+        ) == requester.msg.get("msg_id")  # the restored process answers its requester anyway
+        if running is not None and not answered:
+            # a cell that awaits while this restore runs: the restored state never ran
+            # it, so the restored process answers it (else its frontend waits forever)
+            carry["running"] = {
+                "frames": [_b64(f) for f in _frames_bytes(running)],
+                "execution_count": self.kernel.execution_count,
+            }
         log.debug("restore %s: %d pending shell messages", ref, len(pending))
         try:
             with self._cancel_on_interrupt() as waiting:
@@ -650,10 +665,37 @@ class Checkpointer:
                 parent,
                 ident=idents,
             )
+        if carry.get("running"):
+            self._undone(stream, carry["running"], snap["id"])
         for frames in pending:
             self._replays.add(id(frames))
             self._feed(frames)
         return parent
+
+    def _undone(self, stream: Any, running: dict[str, Any], snap_id: str) -> None:
+        """Answer the cell that was awaiting when the restore ran: it failed."""
+        import zmq
+
+        frames = [zmq.Frame(base64.b64decode(f)) for f in running["frames"]]
+        try:
+            idents, raw = self.kernel.session.feed_identities(frames, copy=False)
+            msg = self.kernel.session.deserialize(raw, content=False, copy=False)
+        except Exception:
+            log.exception("could not answer the cell the restore interrupted")
+            return
+        if msg["header"]["msg_type"] != "execute_request":
+            return
+        error = {
+            "ename": "Restored",
+            "evalue": f"the kernel was restored to snapshot {snap_id} while this cell ran: "
+            "what it did is gone with the rest of the state after the snapshot",
+            "traceback": [],
+        }
+        count = int(running.get("execution_count") or 0)
+        self._publish("error", error, msg)
+        content = {"status": "error", "execution_count": count, **error}
+        self.kernel.session.send(stream, "execute_reply", content, msg, ident=idents)
+        self._publish("status", {"execution_state": "idle"}, msg)
 
     def _new_history_session(self) -> None:
         """The history database was not rolled back: continue in a new session, so
@@ -674,10 +716,17 @@ class Checkpointer:
         before the restore, then for a subscription."""
         ports = self._ports()
         deadline = time.monotonic() + RECONNECT_WAIT_S
+        waited = False
         while time.monotonic() < deadline and any(
             _established(ports[name]) < int(n) for name, n in peers.items() if name in ports
         ):
+            waited = True
             time.sleep(0.02)
+        if waited:
+            # TCP is up before zmq's handshake tells the ROUTER the peer's identity;
+            # a reply routed before that is dropped (seen as a storm client that got
+            # no reply). The handshake is a few round trips on the loopback.
+            time.sleep(ZMTP_SETTLE_S)
         self._subscribed.clear()
         self._subscribed.wait(0.2)
 
@@ -716,6 +765,12 @@ class Checkpointer:
                 if self.restores:
                     self._seen_since_restore.add(msg_id)
                 self._handled.append(msg_id)
+            self._running = msg
+            try:
+                return await self._orig_dispatch(msg, subshell_id=subshell_id, **kw)
+            finally:
+                if self._running is msg:
+                    self._running = None
         return await self._orig_dispatch(msg, subshell_id=subshell_id, **kw)
 
     # --- the chkpt_request shell message ---------------------------------------------
