@@ -16,7 +16,7 @@ import sys
 from typing import Any, ClassVar
 
 from . import __version__, refs
-from .errors import ChkptError, FilesLost, UnknownSnapshot, as_chkpt_error
+from .errors import BadRequest, ChkptError, FilesLost, UnknownSnapshot, as_chkpt_error
 from .private import human_size
 
 EXIT_ERROR = 1
@@ -320,6 +320,125 @@ class RmCommand(Command):
         return 0
 
 
+class PruneCommand(Command):
+    name = "prune"
+    help = "delete automatic snapshots beyond a count or size, and those of exited kernels"
+    description = (
+        "Delete snapshots by policy, oldest automatic ones first: --keep N keeps the newest N "
+        "automatic snapshots of each process, --max-size SIZE deletes the oldest automatic "
+        "ones while the snapshots store more than SIZE, --dead deletes every snapshot of a "
+        "process that has exited (they cannot be restored in place any more). Labelled and "
+        "manual snapshots go only with --dead; the newest snapshot of a running process and "
+        "what a restore journal needs never go. Then `jupyter-chkpt gc` frees their space."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--keep", type=int, metavar="N", help="automatic snapshots kept per process"
+        )
+        parser.add_argument(
+            "--max-size", metavar="SIZE", help="e.g. 2G, 500M: what the snapshots may store"
+        )
+        parser.add_argument("--dead", action="store_true", help="snapshots of exited processes")
+        parser.add_argument("-n", "--dry-run", action="store_true", help="only say what would go")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .engine.journal import refuse_if_needed
+        from .errors import SnapshotInUse
+        from .store import retention
+
+        if args.keep is None and args.max_size is None and not args.dead:
+            raise BadRequest(
+                "prune needs a policy",
+                "Give --keep N, --max-size SIZE and/or --dead (see `jupyter-chkpt prune --help`)",
+            )
+        if args.keep is not None and args.keep < 0:
+            raise BadRequest("--keep must be at least 0", "Give a whole number, e.g. --keep 10")
+        max_bytes = None if args.max_size is None else _parse_size(args.max_size)
+        store = self.store(args)
+        infos = [i for i in store.list() if not i.damage]
+        running = {(i.pid, i.start_time) for i in infos if _running(i.pid, i.start_time)}
+        newest: dict[tuple[int, int], str] = {}
+        for i in sorted(infos, key=lambda i: i.created):
+            newest[(i.pid, i.start_time)] = i.id
+        live = _live_snapshots()
+
+        def needed(i: Any) -> bool:
+            key = (i.pid, i.start_time)
+            if key in running and (newest.get(key) == i.id or i.id in live):
+                return True
+            try:
+                refuse_if_needed(store.root, i.id)
+            except SnapshotInUse:
+                return True
+            return False
+
+        doomed = retention.choose(
+            infos,
+            keep=args.keep,
+            max_bytes=max_bytes,
+            dead=(lambda i: (i.pid, i.start_time) not in running) if args.dead else None,
+            protect=needed,
+        )
+        if not args.dry_run:
+            for i in doomed:
+                store.delete(i.id)
+        if args.json:
+            _print_json({"deleted": [i.id for i in doomed], "dry_run": args.dry_run})
+            return 0
+        verb = "would delete" if args.dry_run else "deleted"
+        for i in doomed:
+            why = "exited" if (i.pid, i.start_time) not in running else "automatic"
+            print(f"{verb} {i.id}  PID {i.pid}  {human_size(i.stored_bytes)}  ({why})")
+        kept = sum(i.stored_bytes for i in infos) - sum(i.stored_bytes for i in doomed)
+        print(f"{len(doomed)} snapshot(s) {verb}; the rest store {human_size(kept)}")
+        if max_bytes is not None and kept > max_bytes:
+            print(
+                f"still over {human_size(max_bytes)}: the rest are manual, labelled or needed; "
+                "delete some with `jupyter-chkpt rm`"
+            )
+        if doomed and not args.dry_run:
+            print("run `jupyter-chkpt gc` to free their space")
+        return 0
+
+
+def _parse_size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in units else ""
+    try:
+        value = float(t[: len(t) - len(unit)] if unit else t)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise BadRequest(
+            f"--max-size {text!r} is not a size", "Give a number with K, M, G or T, e.g. 2G"
+        )
+    return int(value * units[unit])
+
+
+def _live_snapshots() -> set[str]:
+    """The snapshots running kernels derive from, as their helper knows (none if no
+    helper runs): undo goes to their parents, incremental snapshots build on them."""
+    from .helper.client import HelperClient
+
+    try:
+        with HelperClient(start=False) as c:
+            status = c.call("status", timeout=10)
+    except ChkptError:  # none runs (or it cannot say): only the newest are kept
+        return set()
+    return {str(k["live"]) for k in status.get("kernels", []) if k.get("live")}
+
+
+def _running(pid: int, start_time: int) -> bool:
+    from .proc import procfs
+
+    try:
+        return bool(procfs.identity(pid).start_time == start_time)
+    except ChkptError:
+        return False
+
+
 class GcCommand(Command):
     name = "gc"
     help = "free the space of pages no snapshot uses any more"
@@ -394,6 +513,7 @@ COMMANDS: list[type[Command]] = [
     LsCommand,
     ShowCommand,
     RmCommand,
+    PruneCommand,
     GcCommand,
     HelperCommand,
 ]

@@ -283,6 +283,10 @@ class RequestTooLarge(BadRequest):
     remedy = "Nothing was done; see docs/PROTOCOL.md for the size limits"
 
 
+class NothingToUndo(ChkptError):
+    """Undo or redo has nowhere to go: the remedy says why and what works."""
+
+
 class HostError(ChkptError):
     """The operating system refused something (disk full, a path, a limit)."""
 

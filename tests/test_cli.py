@@ -211,6 +211,46 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, fmt: t
     assert res.stderr == "" and res.returncode == 128 + signal.SIGPIPE, res.stderr
 
 
+@pytest.mark.parametrize("fmt", [(), ("--json",)])
+def test_a_reader_that_stops_after_one_line_ends_the_command_quietly(
+    tmp_path: Path, fmt: tuple[str]
+) -> None:
+    """`jupyter-chkpt ls | head -1` on a listing longer than the pipe holds: the reader
+    takes its line and goes away mid-listing; the command ends quietly, status 141."""
+    store = tmp_path / "s"
+    cli("ls", "--store", str(store))  # makes the store
+    for i in range(3000):  # snapshots whose manifests are gone: listed, as damaged
+        (store / "snapshots" / f"{i:08x}").mkdir()
+    command = [sys.executable, "-m", "jupyter_chkpt", "ls", "--store", str(store), *fmt]
+    head_1 = [sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.readline())"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as writer:
+        assert writer.stdout is not None and writer.stderr is not None
+        with subprocess.Popen(head_1, stdin=writer.stdout, stdout=subprocess.PIPE) as reader:
+            writer.stdout.close()  # as a shell does: the reader holds the only read end
+            first, _ = reader.communicate(timeout=120)
+        stderr = writer.stderr.read().decode()
+        status = writer.wait(timeout=120)
+    assert reader.returncode == 0, reader.returncode
+    if fmt:
+        assert first == b"[\n", first
+    else:
+        assert first.split()[:3] == [b"ID", b"PID", b"CREATED"], first
+    assert stderr == "" and status == 128 + signal.SIGPIPE, stderr
+
+
+def test_helper_status_without_a_helper_says_how_one_starts(helper_dirs) -> None:
+    """It used to tell you to run `jupyter-chkpt helper status`, the command you ran."""
+    res = cli("helper", "status")
+    assert res.returncode == 1 and res.stdout == "", res.stdout
+    assert res.stderr.startswith("jupyter-chkpt: error: no helper is running"), res.stderr
+    assert "starts on demand when a snapshots kernel needs one" in res.stderr, res.stderr
+    assert "`jupyter-chkpt helper start` starts one now" in res.stderr, res.stderr
+    assert "helper status" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+    from jupyter_chkpt.helper.paths import socket_path
+
+    assert not socket_path().exists(), "status started a helper"
+
+
 @pytest.mark.timeout(180)
 def test_ptrace_denied_gives_advice_that_fits_this_machine(nonroot_user, user_dir: Path) -> None:
     """A non-dumpable process of one's own: the kernel refuses PTRACE_SEIZE. Yama is
@@ -301,3 +341,61 @@ def test_rm_refuses_a_snapshot_a_restore_still_needs(
     assert run("rm", snap, *store) == {"deleted": [snap]}
     target.ok("work")
     target.quit()
+
+
+@pytest.mark.timeout(180)
+def test_prune_by_count_size_and_exited_processes(spawn, store_dir: Path) -> None:
+    """Automatic snapshots go oldest first, manual and labelled ones only with --dead,
+    the newest snapshot of a running process never."""
+    from jupyter_chkpt.engine import checkpoint
+    from jupyter_chkpt.store import Store
+
+    store = Store(store_dir)
+    where = ["--store", str(store_dir)]
+    live, gone = spawn("py_counter.py"), spawn("py_counter.py")
+    autos = []
+    for _ in range(4):
+        live.ok("mutate")
+        autos.append(checkpoint(live.pid, store, tags={"auto": True}).id)
+    manual = checkpoint(live.pid, store, label="mine").id
+    newest_auto = checkpoint(live.pid, store, tags={"auto": True}).id
+    dead = [checkpoint(gone.pid, store, tags={"auto": True}).id, checkpoint(gone.pid, store).id]
+    gone.quit()
+
+    refused = cli("prune", *where)
+    assert refused.returncode != 0 and "--keep N" in refused.stderr
+    plan = run("prune", "--keep", "2", "--dry-run", *where)
+    assert plan == {"deleted": autos[:3], "dry_run": True}  # 5 automatic ones: 3 oldest go
+    assert len(run("ls", *where)) == 8
+    text = cli("prune", "--keep", "2", *where)
+    assert text.returncode == 0 and "3 snapshot(s) deleted" in text.stdout, text.stdout
+    assert "jupyter-chkpt gc" in text.stdout
+    assert run("prune", "--dead", *where)["deleted"] == dead
+    left = run("prune", "--max-size", "0", *where)
+    assert left["deleted"] == [autos[3]]  # the newest of a running process stays
+    assert [s["id"] for s in run("ls", *where)] == [manual, newest_auto]
+    bad = cli("prune", "--max-size", "lots", *where)
+    assert bad.returncode != 0 and "is not a size" in bad.stderr and "2G" in bad.stderr
+    live.quit()
+
+
+def test_retention_policy() -> None:
+    """Pure: which snapshots retention.choose picks, in which order."""
+    from jupyter_chkpt.store import SnapshotInfo
+    from jupyter_chkpt.store.retention import choose
+
+    def info(i: int, pid: int = 1, auto: bool = True, label: str = "", size: int = 10) -> Any:
+        return SnapshotInfo(
+            id=f"{i:08x}", pid=pid, created=float(i), label=label, parent=None,
+            mem_bytes=0, stored_bytes=size, npages=0, new_pages=0, stats={},
+            tags={"auto": auto},
+        )  # fmt: skip
+
+    snaps = [info(1), info(2, label="kept"), info(3, auto=False), info(4), info(5), info(6, pid=2)]
+    ids = lambda chosen: [int(i.id, 16) for i in chosen]  # noqa: E731
+    assert ids(choose(snaps, keep=1)) == [1, 4]
+    assert ids(choose(snaps, keep=1, protect=lambda i: i.id == info(4).id)) == [1]
+    assert ids(choose(snaps, max_bytes=35)) == [1, 4, 5]  # 60 -> 30; never the manual ones
+    assert ids(choose(snaps, max_bytes=1000)) == []
+    assert ids(choose(snaps, dead=lambda i: i.pid == 2)) == [6]
+    assert choose(snaps) == []

@@ -25,3 +25,18 @@ def test_demo_notebook_executes_and_restores(helper_dirs, tmp_path: Path) -> Non
     )
     results = [o["data"]["text/plain"] for o in outputs if o.get("output_type") == "execute_result"]
     assert "True" in results, results
+
+
+def test_demo_notebook_is_valid_and_names_its_language() -> None:
+    """JupyterLab marks a notebook modified when the kernel's language_info differs from the
+    file's: the demo carries what the snapshots kernel (an IPythonKernel) reports, all but its
+    exact Python version, which no file can know."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    nb = nbformat.read(DEMO, as_version=4)
+    nbformat.validate(nb)
+    info = dict(nb.metadata["language_info"])
+    assert info.pop("version") == "3"
+    reported = dict(IPythonKernel.language_info)
+    assert reported.pop("version").startswith("3.")
+    assert info == reported

@@ -100,3 +100,21 @@ def test_a_frontend_gone_since_the_snapshot_with_a_new_helper(kernel) -> None:
     finally:
         late.stop_channels()
     assert kernel.value("sum(range(10))") == "45", out
+
+
+@pytest.mark.timeout(300)
+def test_a_read_right_after_the_helper_died_asks_the_next_one(kernel) -> None:
+    """A listing (and %restore, which lists first) over the dead helper's connection
+    reads a reset or end-of-file: it changed nothing, so the next helper is asked."""
+    kernel.ok("x = 1")
+    kernel.ok("%checkpoint -m a")
+    for _ in range(10):
+        # not waited for: the request may reach it before it dies (then the kernel reads
+        # a reset) or after (a refused write)
+        os.kill(helper_pid(), signal.SIGKILL)
+        r = kernel.ok("%snapshots --text")
+        assert "'a'" in r.stdout, r.stdout + r.stderr
+    kernel.ok("x = 2")
+    os.kill(helper_pid(), signal.SIGKILL)
+    restored(kernel, "a")
+    assert kernel.value("x") == "1"

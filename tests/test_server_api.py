@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import shutil
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,15 @@ def _collect(m: dict[str, Any], out: list[str]) -> None:
         out.append(m["content"]["text"])
 
 
-async def call(fetch: Any, method: str, *path: str, body: Any = None) -> tuple[int, Any]:
+async def call(
+    fetch: Any, method: str, *path: str, body: Any = None, params: Any = None
+) -> tuple[int, Any]:
     try:
         r = await fetch(
             "api",
             "chkpt",
             *path,
+            params=params,
             method=method,
             body=None if body is None else json.dumps(body),
             allow_nonstandard_methods=True,
@@ -109,6 +113,8 @@ def test_snapshot_lifecycle_over_rest(api, jp_serverapp, jp_asyncio_loop) -> Non
     )
     assert code == 200, restored
     assert restored["snapshot"]["id"] == snap["id"]
+    left = restored["result"]["left"]  # the state the restore left (x = 2), kept
+    assert left and left != snap["id"]
     assert run(kc, "x") == "1"
 
     code, second = go(call(api, "POST", "kernels", kid, "snapshots", body={}))
@@ -116,8 +122,18 @@ def test_snapshot_lifecycle_over_rest(api, jp_serverapp, jp_asyncio_loop) -> Non
     code, listing = go(call(api, "GET", "kernels", kid, "snapshots"))
     assert [(t["id"], t["depth"]) for t in listing["tree"]] == [
         (snap["id"], 0),
+        (left, 1),
         (second["snapshot"]["id"], 1),
     ]
+    kinds = {s["id"]: s["tags"]["kind"] for s in listing["snapshots"]}
+    assert kinds == {
+        snap["id"]: "manual",
+        left: "before-restore",
+        second["snapshot"]["id"]: "manual",
+    }
+    assert listing["usage"]["count"] == 3 and listing["earlier"] == []
+    code, _ = go(call(api, "DELETE", "kernels", kid, "snapshots", left))
+    assert code == 204
     code, labelled = go(
         call(api, "PATCH", "kernels", kid, "snapshots", snap["id"], body={"label": "renamed"})
     )
@@ -129,7 +145,7 @@ def test_snapshot_lifecycle_over_rest(api, jp_serverapp, jp_asyncio_loop) -> Non
     code, settings = go(
         call(api, "PUT", "kernels", kid, "settings", body={"auto": True, "keep": 3})
     )
-    assert code == 200 and settings == {"auto": True, "keep": 3}
+    assert code == 200 and settings == {"auto": True, "keep": 3, "max_mib": 0}
     code, status = go(call(api, "GET", "status"))
     assert code == 200 and status["helper"]["kernels"], status
     kc.stop_channels()
@@ -197,6 +213,10 @@ def test_errors_say_what_to_do(api, jp_serverapp, jp_asyncio_loop) -> None:
         ("DELETE", "kernels/k/snapshots/s"),
         ("POST", "kernels/k/snapshots/s/restore"),
         ("PUT", "kernels/k/settings"),
+        ("POST", "kernels/k/undo"),
+        ("POST", "kernels/k/redo"),
+        ("GET", "kernels/k/diff"),
+        ("POST", "kernels/k/cancel"),
     ],
 )
 def test_every_route_needs_authentication(api, jp_asyncio_loop, method: str, path: str) -> None:
@@ -309,3 +329,101 @@ def test_bad_bodies_are_refused_before_anything_is_done(api, jp_serverapp, jp_as
 
     code, listing = go(call(api, "GET", "kernels", kid, "snapshots"))
     assert code == 200 and listing["snapshots"] == [], "a refused request took a snapshot"
+
+
+@pytest.mark.timeout(300)
+def test_history_routes_undo_redo_diff_cancel(api, jp_serverapp, jp_asyncio_loop) -> None:
+    go = jp_asyncio_loop.run_until_complete
+    kid = go(start_kernel(api))
+    kc = client(jp_serverapp, kid)
+    code, err = go(call(api, "POST", "kernels", kid, "undo", body={}))
+    assert code == 409 and err["reason"] == "NothingToUndo", err
+    assert "automatic snapshots" in err["message"]
+    assert go(call(api, "PUT", "kernels", kid, "settings", body={"auto": True}))[0] == 200
+    run(kc, "v = 'a'")
+    run(kc, "v = 'b'")
+    code, undone = go(call(api, "POST", "kernels", kid, "undo", body={}))
+    assert code == 200, undone
+    before = undone["snapshot"]["id"]
+    code, redone = go(call(api, "POST", "kernels", kid, "redo", body={}))
+    assert code == 200, redone
+    after = redone["snapshot"]["id"]
+    code, diff = go(call(api, "GET", "kernels", kid, "diff", params={"from": before, "to": after}))
+    assert code == 200, diff
+    assert diff["from"]["id"] == before and diff["to"]["id"] == after
+    assert [c["name"] for c in diff["changed"]] == ["v"], diff
+    assert diff["changed"][0]["to"]["repr"] == "'b'"
+    code, err = go(
+        call(api, "GET", "kernels", kid, "diff", params={"from": "deadbeef", "to": after})
+    )
+    assert code == 404, err
+    code, err = go(call(api, "GET", "kernels", kid, "diff"))
+    assert code == 400, err
+
+    # a restore queued behind a running cell, cancelled: nothing is restored
+    kc.execute("import time; time.sleep(8); v = 'slept'")
+    go(asyncio.sleep(0.3))
+    pending = asyncio.ensure_future(
+        call(api, "POST", "kernels", kid, "snapshots", before, "restore", body={})
+    )
+    go(asyncio.sleep(0.5))
+    code, cancelled = go(call(api, "POST", "kernels", kid, "cancel", body={}))
+    assert code == 200 and cancelled["cancelled"] == 1, cancelled
+    code, err = go(pending)  # at once: the kernel had not started it
+    assert code == 409 and err["reason"] == "Cancelled", err
+    with pytest.raises(queue.Empty):  # the cell still runs: the answer did not wait for it
+        kc.get_shell_msg(timeout=0.1)
+    code, listing = go(call(api, "GET", "kernels", kid, "snapshots", params={"now": "1"}))
+    assert code == 200 and listing["kernel"]["activity"] is None, listing["kernel"]
+    kc.get_shell_msg(timeout=30)
+    assert run(kc, "v") == "'slept'"
+    code, cancelled = go(call(api, "POST", "kernels", kid, "cancel", body={}))
+    assert code == 200 and cancelled["cancelled"] == 0
+    kc.stop_channels()
+
+
+def test_refusals_are_4xx_and_plain_kernels_do_not_fill_the_log() -> None:
+    """Pure: which status each error gets, and which are logged quietly."""
+    from jupyter_chkpt import errors
+    from jupyter_chkpt.server import handlers
+
+    def status(e: errors.ChkptError) -> int:
+        return next((c for cls, c in handlers._STATUS if isinstance(e, cls)), 500)
+
+    assert status(errors.UnsupportedState("userfaultfd memory")) == 409
+    assert status(errors.ThreadsGone("gone")) == 409
+    assert status(errors.CorruptSnapshot("bad")) == 409
+    assert status(errors.StoreFull("full")) == 507
+    assert status(errors.NothingToUndo("no")) == 409
+    assert status(errors.Cancelled("c")) == 409
+    assert status(errors.HelperUnavailable("h")) == 503
+    assert status(errors.InternalError("bug")) == 500
+    assert isinstance(errors.NotSnapshotsKernel("x"), handlers._QUIET)
+
+
+@pytest.mark.timeout(300)
+def test_changes_over_rest_reach_the_event_bus(api, jp_serverapp, jp_asyncio_loop) -> None:
+    """Label and delete go to the helper, not through the kernel (no IOPub message):
+    jupyter_server's event bus tells other tabs."""
+    from jupyter_chkpt.server import EVENTS_ID
+
+    go = jp_asyncio_loop.run_until_complete
+    seen: list[dict[str, Any]] = []
+
+    async def listener(logger: Any, schema_id: str, data: dict[str, Any]) -> None:
+        seen.append(data)
+
+    jp_serverapp.event_logger.add_listener(schema_id=EVENTS_ID, listener=listener)
+    kid = go(start_kernel(api))
+    code, created = go(call(api, "POST", "kernels", kid, "snapshots", body={}))
+    assert code == 201
+    snap = created["snapshot"]["id"]
+    go(call(api, "PATCH", "kernels", kid, "snapshots", snap, body={"label": "x"}))
+    go(call(api, "DELETE", "kernels", kid, "snapshots", snap))
+    go(asyncio.sleep(0.2))  # listeners run as tasks
+    assert [(e["event"], e["snapshot"]) for e in seen] == [
+        ("taken", snap),
+        ("labelled", snap),
+        ("deleted", snap),
+    ], seen
+    assert all(e["kernel_id"] == kid for e in seen)

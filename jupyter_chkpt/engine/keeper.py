@@ -12,6 +12,7 @@ whole strategy.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import threading
@@ -42,6 +43,8 @@ class FdKeeper:
     def __init__(self) -> None:
         self._procs: dict[int, _Process] = {}
         self._lock = threading.Lock()
+        # written when a process is added: wakes wait_for_exit to watch it too
+        self._added = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
     def pidfd(self, pid: int) -> int:
         """Our pidfd for `pid`, opened on first use and kept until the process is pruned."""
@@ -51,7 +54,22 @@ class FdKeeper:
     def _proc(self, pid: int) -> _Process:
         if pid not in self._procs:
             self._procs[pid] = _Process(pidfd=os.pidfd_open(pid))
+            os.eventfd_write(self._added, 1)
         return self._procs[pid]
+
+    def wait_for_exit(self, timeout: float) -> None:
+        """Return when a process we hold files for exits (or a new one is added, or
+        `timeout` passes): `prune` then releases at once what it held. A kernel
+        restart binds the same ports again right away: a held listening socket would
+        make the new kernel fail to start."""
+        poller = select.poll()
+        poller.register(self._added, select.POLLIN)
+        with self._lock:
+            for p in self._procs.values():
+                poller.register(p.pidfd, select.POLLIN)
+        poller.poll(int(timeout * 1000))
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._added)
 
     def hold(self, pid: int, key: str, files: list[FileImage]) -> None:
         """Hold a duplicate of every listed fd of the (frozen) target under `key`."""
@@ -143,6 +161,9 @@ class FdKeeper:
             for proc in self._procs.values():
                 self._close(proc)
             self._procs.clear()
+            if self._added >= 0:
+                os.close(self._added)
+                self._added = -1
 
     @staticmethod
     def _close(proc: _Process) -> None:

@@ -25,6 +25,7 @@ class Checkpoint:
     label: str
     tags: dict[str, Any]
     keep: int | None
+    max_bytes: int | None
 
 
 def _bad(op: str, name: str, what: str) -> BadRequest:
@@ -32,14 +33,15 @@ def _bad(op: str, name: str, what: str) -> BadRequest:
 
 
 _TAKES = {
-    "register": "pid (your own, an integer) and kernel_id (a string)",
+    "register": "pid (your own, an integer), kernel_id and optionally notebook (strings)",
     "checkpoint": "snap_id (8 hex digits or null), label (a string), tags (an object) and "
-    "keep (a whole number of at least 1, or null)",
+    "keep (a whole number of at least 1, or null) and max_bytes (a whole number or null)",
     "restore": "ref (a snapshot reference) and carry (an object)",
     "cancel": "request (the id of your checkpoint or restore request, an integer)",
     "list": "pid (an integer) or kernel_id (a string), or neither for your own",
     "delete": "snapshot (a reference) and optionally pid or kernel_id (whose snapshot it is)",
     "label": "snapshot (a reference), label (a string) and optionally pid or kernel_id",
+    "diff": "a and b (snapshot references) and optionally pid or kernel_id",
 }
 
 
@@ -47,14 +49,17 @@ def whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def register(req: dict[str, Any], peer_pid: int) -> tuple[int, str]:
+def register(req: dict[str, Any], peer_pid: int) -> tuple[int, str, str]:
     pid = req.get("pid", peer_pid)
     if not whole(pid):
         raise _bad("register", "pid", "an integer")
     kernel_id = req.get("kernel_id", "")
     if not isinstance(kernel_id, str) or len(kernel_id) > refs.MAX_LABEL:
         raise _bad("register", "kernel_id", f"a string of at most {refs.MAX_LABEL} characters")
-    return pid, kernel_id
+    notebook = req.get("notebook") or ""
+    if not isinstance(notebook, str) or len(notebook) > 4096:
+        raise _bad("register", "notebook", "a path of at most 4096 characters")
+    return pid, kernel_id, notebook
 
 
 def checkpoint(req: dict[str, Any]) -> Checkpoint:
@@ -74,7 +79,10 @@ def checkpoint(req: dict[str, Any]) -> Checkpoint:
     keep = req.get("keep")
     if keep is not None and not (whole(keep) and keep >= 1):
         raise _bad("checkpoint", "keep", "a whole number of at least 1, or null")
-    return Checkpoint(snap_id, label, dict(tags), keep)
+    max_bytes = req.get("max_bytes")
+    if max_bytes is not None and not (whole(max_bytes) and max_bytes >= 0):
+        raise _bad("checkpoint", "max_bytes", "a whole number of at least 0, or null")
+    return Checkpoint(snap_id, label, dict(tags), keep, max_bytes)
 
 
 def restore(req: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -105,6 +113,15 @@ def scope(op: str, req: dict[str, Any]) -> tuple[int | None, str | None]:
 
 def snapshot(req: dict[str, Any]) -> str:
     return refs.check_ref(req.get("snapshot", ""))
+
+
+def diff(req: dict[str, Any]) -> tuple[str, str]:
+    try:
+        return refs.check_ref(req.get("a", "")), refs.check_ref(req.get("b", ""))
+    except BadRequest as e:
+        raise BadRequest(
+            f"diff: {e.message}", f"Nothing was done; diff takes {_TAKES['diff']}"
+        ) from None
 
 
 def label(req: dict[str, Any]) -> str:

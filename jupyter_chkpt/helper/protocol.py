@@ -32,6 +32,7 @@ OPS = (
     "list",
     "delete",
     "label",
+    "diff",
     "status",
     "shutdown",
 )

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__, refs
+from .. import __version__, namespace, refs
 from ..engine import restore, space
 from ..engine.dump import Taken, provisional, take
 from ..engine.journal import refuse_if_needed, safety_file
@@ -50,7 +50,7 @@ from ..errors import (
 )
 from ..proc import procfs
 from ..proc.memory import StagingBuffer
-from ..store import SnapshotInfo, Store
+from ..store import SnapshotInfo, Store, retention
 from . import args, paths, protocol
 from .client import peer_credentials
 
@@ -66,6 +66,10 @@ STORE_NICE = 10  # background stores of automatic snapshots
 CANCEL_POLL_S = 0.1  # how often a cancellable wait looks for a cancel
 REFUSED_DRAIN_S = 10.0  # at most, reading what a refused peer still sends
 REFUSED_DRAIN_BYTES = 1 << 20
+EARLIER_WHY = (
+    "it belongs to an earlier process of this kernel (before a restart): restoring a "
+    "snapshot into a different process is not supported yet; delete it to free its space"
+)
 
 
 @dataclass
@@ -76,6 +80,7 @@ class Kernel:
     start_time: int
     kernel_id: str
     conn: Connection
+    notebook: str = ""  # its notebook's path, as the server told the kernel
     # Held while the process is frozen or worked on (snapshot taken, restore); storing a
     # taken snapshot happens after, under `store_lock`, in order, while the next
     # snapshot may already be taken. Lock order: store_lock, then lock.
@@ -99,6 +104,11 @@ class Kernel:
     request_ids: dict[str, Any] = field(default_factory=dict)
     # ids of checkpoint/restore requests the kernel asked to cancel (op_cancel)
     cancelled: set[Any] = field(default_factory=set)
+    # what is being done to it now, for progress displays: op, phase, bytes, since
+    activity: dict[str, Any] | None = None
+
+    def doing(self, op: str, phase: str, nbytes: int | None = None) -> None:
+        self.activity = {"op": op, "phase": phase, "bytes": nbytes, "since": time.time()}
 
     def __post_init__(self) -> None:
         # a name of its own: another Kernel object of the same process (a reconnection)
@@ -109,7 +119,9 @@ class Kernel:
         return {
             "pid": self.pid,
             "kernel_id": self.kernel_id,
+            "notebook": self.notebook or None,
             "live": self.live,
+            "activity": self.activity,
             "dirty_tracking": self.tracking.tracker is not None
             or (self.tracking.unavailable or "not started yet"),
             "last_error": self.last_error,
@@ -315,8 +327,11 @@ class HelperServer:
                 log.warning("store %s: %s", self.store.root, line)
 
     def _prune_loop(self) -> None:
-        while not self.stopping.wait(PRUNE_INTERVAL):
+        while not self.stopping.is_set():
             try:
+                self.keeper.wait_for_exit(PRUNE_INTERVAL)
+                if self.stopping.is_set():
+                    return
                 for pid in self.keeper.prune():
                     log.info("released the files held for exited PID %d", pid)
                 with self.lock:
@@ -328,6 +343,7 @@ class HelperServer:
                     tracking.close()
             except Exception:
                 log.exception("pruning held files failed; will try again")
+                self.stopping.wait(PRUNE_INTERVAL)
 
     def forget(self, conn: Connection) -> None:
         with self.lock:
@@ -342,11 +358,11 @@ class HelperServer:
     # --- operations ------------------------------------------------------------------
 
     def op_register(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
-        pid, kernel_id = args.register(req, conn.peer_pid)
+        pid, kernel_id, notebook = args.register(req, conn.peer_pid)
         if pid != conn.peer_pid:
             raise RequestRefused(f"PID {conn.peer_pid} tried to register PID {pid}")
         identity = procfs.identity(pid)
-        k = Kernel(pid, identity.start_time, kernel_id, conn)
+        k = Kernel(pid, identity.start_time, kernel_id, conn, notebook)
         with self.lock:
             old = self.kernels.get(pid)
             if old is not None and old.conn is not conn and old.start_time == k.start_time:
@@ -397,11 +413,14 @@ class HelperServer:
             return self._checkpoint(k, conn, req, tags, snap_id)
         finally:
             self._cancel_done(k, req)
+            if k.activity is not None and k.activity["op"] == "checkpoint" and not k.pending:
+                k.activity = None
 
     def _checkpoint(
         self, k: Kernel, conn: Connection, req: dict[str, Any], tags: dict[str, Any], snap_id: str
     ) -> dict[str, Any]:
         # released once the snapshot's page map is the tracker's base
+        k.doing("checkpoint", "waiting for an earlier operation on the kernel")
         self._acquire(k.lock, k, conn, req, "snapshot")
         try:
             # refused before the freeze if clearly too big for the store's free space
@@ -411,12 +430,14 @@ class HelperServer:
             # next one can be taken while this one is being stored.
             tracked = k.tracking.unavailable is None
             staging = StagingBuffer() if tracked else k.staging
+            k.doing("checkpoint", "freezing the kernel and copying its memory")
             taken = take(k.pid, self.keeper, staging=staging, tracking=k.tracking)
             parent, k.live = k.live, snap_id
             k.request_ids[snap_id] = req.get("id")
             self.taken_on[snap_id] = (conn, req.get("id"))
             info = provisional(taken, snap_id, parent, tags, str(req.get("label", "")))
             k.pending[snap_id] = info
+            k.doing("checkpoint", "saving the snapshot", info.mem_bytes)
         except BaseException:
             k.lock.release()
             raise
@@ -567,6 +588,8 @@ class HelperServer:
                 k.request_ids.pop(snap_id, None)
             raise
         k.pending.pop(snap_id, None)
+        if not k.pending and k.activity is not None and k.activity["op"] == "checkpoint":
+            k.activity = None
         # A listing waits for the store lock and then until no retention is due, so
         # that it never shows the automatic snapshots this one makes too many. No lock
         # is held while retention waits for `lock`: the next snapshot may hold that one
@@ -577,7 +600,7 @@ class HelperServer:
         try:
             with k.lock:
                 self._release_buffers(k)
-                removed = self._retain(k, req.get("keep"))
+                removed = self._retain(k, req)
         finally:
             with k.retained:
                 k.retaining -= 1
@@ -595,6 +618,8 @@ class HelperServer:
         except Exception as e:
             log.exception("PID %d: an automatic snapshot could not be stored", k.pid)
             k.last_error = f"the automatic snapshot {work[-1]} could not be stored: {e}"
+            if not k.pending and k.activity is not None and k.activity["op"] == "checkpoint":
+                k.activity = None
         finally:
             self._end()
 
@@ -607,17 +632,21 @@ class HelperServer:
             k.safety.release()
             _trim_heap()
 
-    def _retain(self, k: Kernel, keep: Any) -> list[str]:
-        """Automatic snapshots beyond the newest `keep` go (never the live one, never labelled)."""
-        if keep is None:
+    def _retain(self, k: Kernel, req: dict[str, Any]) -> list[str]:
+        """Automatic snapshots beyond the newest `keep`, then the oldest automatic ones
+        while the kernel's snapshots store more than `max_bytes`, go (never the live
+        one, a pending one or a labelled one: store/retention.py)."""
+        keep, max_bytes = req.get("keep"), req.get("max_bytes")
+        if keep is None and max_bytes is None:
             return []
-        autos = [
-            i
-            for i in self._snapshots_of(k.pid, k.start_time)
-            if i.tags.get("auto") and not i.label and i.id != k.live and i.id not in k.pending
-        ]
+        doomed = retention.choose(
+            self._snapshots_of(k.pid, k.start_time),
+            keep=keep,
+            max_bytes=max_bytes,
+            protect=lambda i: i.id == k.live or i.id in k.pending,
+        )
         removed = []
-        for i in autos[: max(0, len(autos) - int(keep) + 1)]:
+        for i in doomed:
             try:
                 self._delete(i.id)
             except SnapshotInUse as e:  # a rescue may still need it: next time
@@ -629,10 +658,12 @@ class HelperServer:
     def op_restore(self, conn: Connection, req: dict[str, Any]) -> None:
         args.restore(req)
         k = self._self(conn, "restore")
+        k.doing("restore", "waiting for an earlier operation on the kernel")
         try:
             self._restore(k, conn, req)
         finally:
             self._cancel_done(k, req)
+            k.activity = None
 
     def _restore(self, k: Kernel, conn: Connection, req: dict[str, Any]) -> None:
         if self._resolve(k, str(req.get("ref", ""))).id in k.pending:
@@ -647,6 +678,9 @@ class HelperServer:
             # stand-ins (engine/files.py), and the restored process learns it was
             # restored from the word the restore leaves (engine/journal.py tell).
             taken = self.taken_on.get(snap.id)
+            k.doing(
+                "restore", "freezing the kernel and writing the snapshot's memory", snap.mem_bytes
+            )
             try:
                 result = restore(
                     k.pid,
@@ -698,9 +732,15 @@ class HelperServer:
     def _target(self, req: dict[str, Any]) -> Kernel:
         pid, kernel_id = args.scope(str(req.get("op")), req)
         with self.lock:
-            for k in self.kernels.values():
-                if k.pid == pid or (kernel_id and k.kernel_id == kernel_id):
-                    return k
+            found = [
+                k
+                for k in self.kernels.values()
+                if k.pid == pid or (kernel_id and k.kernel_id == kernel_id)
+            ]
+        # after a restart the old process may not be pruned yet: the living, newest one
+        found.sort(key=lambda k: (_alive(k.pid, k.start_time), k.start_time), reverse=True)
+        if found:
+            return found[0]
         raise NotRegistered(f"no registered kernel with {'PID ' + str(pid) if pid else 'that id'}")
 
     def _scoped(self, conn: Connection, req: dict[str, Any]) -> Kernel | None:
@@ -715,6 +755,9 @@ class HelperServer:
         k = self._scoped(conn, req)
         if k is None:
             return refs.resolve(self.store.list(), ref, where="the store", newest=False)
+        earlier = [i for i in self._earlier(k) if i.id == ref]
+        if earlier:  # an earlier process's snapshot, by its exact id only
+            return earlier[0]
         info = self._resolve(k, ref)
         if info.id in k.pending:
             with k.store_lock:  # stored first (stores go in order)
@@ -725,13 +768,62 @@ class HelperServer:
         k = self._scoped(conn, req)
         if k is None:
             raise NotRegistered("list needs a kernel: give pid or kernel_id")
-        with k.store_lock:  # snapshots being stored are listed once stored and pruned
-            pass
-        with k.retained:
-            k.retained.wait_for(lambda: k.retaining == 0)
+        if not req.get("now"):
+            # snapshots being stored are listed once stored and pruned; with `now`
+            # (a kernel resolving a reference) as they are, pending ones included
+            with k.store_lock:
+                pass
+            with k.retained:
+                k.retained.wait_for(lambda: k.retaining == 0)
+        mine = self._snapshots_of(k.pid, k.start_time)
         return {
             "kernel": k.describe(),
-            "snapshots": [i.to_json() for i in self._snapshots_of(k.pid, k.start_time)],
+            "snapshots": [i.to_json() for i in mine],
+            "usage": {"count": len(mine), "stored_bytes": sum(i.stored_bytes for i in mine)},
+            "earlier": [
+                {**i.to_json(), "restorable": False, "why": EARLIER_WHY} for i in self._earlier(k)
+            ],
+        }
+
+    def _earlier(self, k: Kernel) -> list[SnapshotInfo]:
+        """Snapshots of earlier processes of the same kernel (a restart keeps its id)
+        or notebook: they cannot be restored into this process (a different one)."""
+
+        def same(i: SnapshotInfo) -> bool:
+            if (i.pid, i.start_time) == (k.pid, k.start_time):
+                return False
+            if k.kernel_id and i.tags.get("kernel_id") == k.kernel_id:
+                return True
+            return bool(k.notebook) and i.tags.get("notebook") == k.notebook
+
+        # never a running process's (two live kernels may share a notebook path: the
+        # name a kernel was started under stays when the notebook is renamed)
+        candidates = [i for i in self.store.list() if same(i)]
+        alive = {(i.pid, i.start_time) for i in candidates if _alive(i.pid, i.start_time)}
+        return [i for i in candidates if (i.pid, i.start_time) not in alive]
+
+    def op_diff(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
+        """What changed in the user's variables from snapshot a to snapshot b, as the
+        kernel recorded them when each was taken (namespace.py): nothing is restored."""
+        a_ref, b_ref = args.diff(req)
+        k = self._scoped(conn, req)
+        if k is None:
+            raise NotRegistered("diff needs a kernel: give pid or kernel_id")
+        a, b = self._resolve(k, a_ref), self._resolve(k, b_ref)
+        if a.id in k.pending or b.id in k.pending:
+            with k.store_lock:  # stored first
+                pass
+        missing = [i.id for i in (a, b) if "namespace" not in i.tags]
+        if missing:
+            raise UnknownSnapshot(
+                f"snapshot {missing[0]} has no record of its variables",
+                "Only snapshots taken by a snapshots kernel of jupyter-chkpt 0.2 or later "
+                "have one: compare two of those",
+            )
+        return {
+            "a": a.to_json(),
+            "b": b.to_json(),
+            **namespace.diff(a.tags["namespace"], b.tags["namespace"]),
         }
 
     def op_delete(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:

@@ -33,16 +33,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from .. import refs
+from .. import namespace, refs
 from ..errors import (
     BadRequest,
+    Cancelled,
     ChkptError,
     HelperStopped,
     HelperTimeout,
     HelperUnavailable,
+    NothingToUndo,
+    UnknownSnapshot,
     as_chkpt_error,
 )
 from ..helper.client import HelperClient
@@ -57,6 +60,8 @@ IOPUB_DRAIN_S = 0.05  # at most, for zmq's IO threads to send what the IOPub thr
 RECONNECT_WAIT_S = 5.0  # at most, for frontends whose connections the restore reset
 ZMTP_SETTLE_S = 0.1  # after their TCP connections are back, for zmq's handshakes
 CANCEL_TIMEOUT_S = 10.0  # at most, for the helper to take a cancel
+# helper operations that change nothing: a helper that died during one is asked again
+READ_ONLY_OPS = frozenset({"list", "diff", "status"})
 POOL_REFILL_S = 5.0  # at most, for a multiprocessing Pool to replace workers gone since
 
 
@@ -88,8 +93,16 @@ class HeldReply:
 
 @dataclass
 class Settings:
+    """The user's preferences: a restore keeps the current ones (they travel in the
+    carry), whatever the snapshot's memory says."""
+
     auto: bool = False
     keep: int = 10  # automatic snapshots kept per kernel
+    max_mib: int = 0  # automatic snapshots pruned, oldest first, above this (0: no limit)
+
+    @property
+    def max_bytes(self) -> int | None:
+        return self.max_mib << 20 if self.max_mib > 0 else None
 
 
 @dataclass
@@ -132,6 +145,20 @@ class Checkpointer:
         self._cell_count = 0  # the count of the main shell's last execute_input
         self._held: HeldReply | None = None
         self._held_results: list[HeldReply] = []
+        # Undo/redo. _dirty: cells ran since the live snapshot (the state is in no
+        # snapshot); _redo: where %chkpt redo goes, newest last (cleared by a cell);
+        # both travel in the carry, as the settings do.
+        self._dirty = True
+        self._redo: list[str] = []
+        self._history_cell = False  # the running request is an undo/redo
+        # we are a "state left" a restore just brought back: the id of the old request
+        # that finishes now (its idle is not a safe point, its execute_reply is dropped)
+        self._resumed = ""
+        # chkpt_request ids a frontend cancelled (the control channel) while they
+        # waited for a running cell; the request being served, and its interrupt
+        self._cancelled: _BoundedSet = _BoundedSet(1000)
+        self._serving: str | None = None
+        self._interrupt: threading.Event | None = None
 
     # --- attaching ------------------------------------------------------------------
 
@@ -144,6 +171,7 @@ class Checkpointer:
         self._orig_execute_input = k._publish_execute_input
         k._publish_execute_input = self._publish_execute_input
         k.shell_handlers["chkpt_request"] = self._chkpt_request
+        k.control_handlers["chkpt_request"] = self._chkpt_control
         self._wrap_session_send()
         self._wrap_main_receive()
         self._wrap_iopub_subscriptions()
@@ -174,6 +202,14 @@ class Checkpointer:
         send = self._session_send = session.send
 
         def held_send(*args: Any, **kwargs: Any) -> Any:
+            if (
+                self._resumed
+                and len(args) >= 4
+                and args[1] == "execute_reply"
+                and isinstance(args[3], dict)
+                and args[3].get("header", {}).get("msg_id") == self._resumed
+            ):  # a resumed old request's second reply: its frontend had one
+                return session.msg("execute_reply", args[2], args[3], None, kwargs.get("metadata"))
             want = self.pending
             if (
                 want is None
@@ -269,7 +305,12 @@ class Checkpointer:
             client = HelperClient()
             try:
                 reply = client.call(
-                    "register", timeout=30, pid=os.getpid(), kernel_id=self._kernel_id()
+                    "register",
+                    timeout=30,
+                    pid=os.getpid(),
+                    kernel_id=self._kernel_id(),
+                    # jupyter_server names the notebook for its kernels
+                    notebook=os.environ.get("JPY_SESSION_NAME", "")[:4096],
                 )
             except BaseException:
                 client.close()
@@ -307,6 +348,8 @@ class Checkpointer:
             raise  # the helper is alive but slow: a retry would not help
         except HelperStopped:
             self._drop_client()
+            if op in READ_ONLY_OPS:  # nothing was changed: ask the next helper
+                return self.client.call(op, timeout=timeout, waiting=waiting, **args)
             raise  # it may have done part of the work: the caller asks the rescue's word
         except HelperUnavailable:
             self._drop_client()
@@ -326,10 +369,27 @@ class Checkpointer:
         self.pending = PendingCheckpoint(snap_id, label, auto, reply_to)
         return snap_id
 
-    def restore(self, ref: str, requester: Requester) -> None:
+    def restore(
+        self, ref: str, requester: Requester, *, mode: str = "restore", keep_left: bool = True
+    ) -> None:
         """Restore now. On success this never returns: the process continues, as
-        it was, at the snapshot's safe point. On failure it raises, unchanged."""
+        it was, at the snapshot's safe point. On failure it raises, unchanged.
+
+        First the state being left is kept as a snapshot (unless it is one already,
+        or keep_left is False), so that the restore can be undone: the reply says
+        which (`left`). When that snapshot is restored later, the process wakes up
+        here, and this returns. mode "undo" puts `left` on the redo list, "redo"
+        takes the newest off it, a plain restore clears it."""
         _on_main_thread("%restore")
+        left: str | None = None
+        if keep_left:
+            # named before the state left joins the snapshots (-1 must not mean it), and
+            # a reference that names nothing fails before anything is taken
+            ref, listing = self._resolve(ref)
+            left, resumed = self._keep_state_left(requester, listing)
+            if resumed:
+                return
+        redo = {"undo": [*self._redo, left] if left else list(self._redo), "redo": self._redo[:-1]}
         self._quiesce()
         early = self._drain_main_socket()
         pending = [[_b64(f) for f in _frames_bytes(m)] for m in self._pending_messages(early)]
@@ -338,6 +398,11 @@ class Checkpointer:
             "pending": pending,
             "handled": list(self._handled),
             "peers": {name: _established(port) for name, port in self._ports().items()},
+            "settings": asdict(self.settings),
+            "redo": redo.get(mode, []),
+            "left": left,
+            # requests a frontend cancelled: still cancelled when replayed from `pending`
+            "cancelled": list(self._cancelled),
         }
         running = self._running
         answered = requester.msg_type != "comm" and self._msg_id(
@@ -369,25 +434,137 @@ class Checkpointer:
             raise
         raise ChkptError("the helper answered a restore that should not return")
 
+    def _resolve(self, ref: str) -> tuple[str, dict[str, Any]]:
+        """The id `ref` names among this kernel's snapshots (refs.py), as the helper
+        would resolve it, and the listing it was resolved in."""
+        listing = self.call("list", now=True)
+        snaps = [_Named(str(s["id"]), str(s.get("label") or "")) for s in listing["snapshots"]]
+        if not snaps:
+            raise UnknownSnapshot("this kernel has no snapshots", "Take one with %checkpoint")
+        return refs.resolve(snaps, ref, where="this kernel", listing="%snapshots").id, listing
+
+    def _keep_state_left(
+        self, requester: Requester, listing: dict[str, Any]
+    ) -> tuple[str | None, bool]:
+        """(the id of a snapshot holding the state now, resumed): the live one if
+        nothing ran since it (and it still exists), else a new "before-restore"
+        snapshot; resumed is True when that snapshot was restored and we are it."""
+        ids = {s["id"] for s in listing.get("snapshots", [])}
+        live = listing.get("kernel", {}).get("live")
+        if not self._dirty and self.live is not None and self.live == live and live in ids:
+            return self.live, False
+        snap_id = secrets.token_hex(4)
+        want = PendingCheckpoint(snap_id, auto=True)
+        tags = {**self._tags(want, mid_cell=requester.msg_type == "execute_request")}
+        tags["kind"] = "before-restore"
+        self._quiesce()
+        try:
+            with self._cancel_on_interrupt() as waiting:
+                # no retention here: it could delete the very snapshot being restored
+                # (the next automatic snapshot's retention counts this one)
+                result = self.call(
+                    "checkpoint",
+                    timeout=None,
+                    waiting=waiting,
+                    snap_id=snap_id,
+                    label="",
+                    tags=tags,
+                    keep=None,
+                    max_bytes=None,
+                )
+        except HelperStopped as e:
+            word = _rescue_word()
+            if word.get("state") == "restored" and "restored" in word:
+                self._resume(word["restored"], requester)
+                return None, True
+            raise ChkptError(
+                f"could not keep the state this restore leaves: {e.message}; nothing was restored",
+                e.remedy,
+            ) from e
+        except Cancelled:
+            raise
+        except ChkptError as e:
+            raise type(e)(
+                f"could not keep the state this restore leaves (so that the restore can be "
+                f"undone): {e.message}; nothing was restored",
+                f"{e.remedy}. To restore without keeping it: %restore --discard ID "
+                "(REST: keep_left false)",
+            ) from e
+        if "restored" in result:
+            self._resume(result["restored"], requester)
+            return None, True
+        self.live = str(result["snapshot"]["id"])
+        self._dirty = False  # the state now is that snapshot
+        self._changed("taken", self.live)
+        if waiting.asked.is_set():  # Interrupt while it was taken: no restore
+            raise Cancelled(
+                f"interrupted: nothing was restored (the state is kept as snapshot {self.live})",
+                "Run the restore again to restore",
+            )
+        return self.live, False
+
+    def _resume(self, restored: dict[str, Any], requester: Requester) -> None:
+        """We are the state a restore left, brought back by a later restore: answer
+        that one (its reply and idle), then give the old request we were serving back
+        its own parent: it finishes quietly (its frontend was answered long ago, by
+        the process it restored; its late execute_reply is dropped)."""
+        self._held, self._held_results, self.pending = None, [], None
+        parent = self._after_restore(restored, self._shell_stream())
+        self._publish("status", {"execution_state": "idle"}, parent)
+        if requester.msg_type != "comm":  # a shell handler goes on: as the old request
+            idents = [base64.b64decode(i) for i in requester.idents]
+            self.kernel.set_parent(idents, dict(requester.msg), channel="shell")
+            self._resumed = str(requester.msg.get("msg_id") or "")
+
+    def _shell_stream(self) -> Any:
+        k = self.kernel
+        if getattr(k, "_supports_kernel_subshells", False):
+            return k.shell_channel_thread.manager.get_subshell_to_shell_channel_socket(None)
+        return k.shell_stream
+
+    def undo(self, requester: Requester) -> None:
+        """Back to the state before the last cell: the live snapshot's parent (with
+        automatic snapshots the live one holds the state after the last cell)."""
+        if not self.settings.auto:
+            raise NothingToUndo(
+                "undo needs automatic snapshots, which are off",
+                "Turn them on (%chkpt auto on, or Settings > Kernel snapshots); from then "
+                "on every cell can be undone. %restore returns to any snapshot meanwhile",
+            )
+        snaps = {s["id"]: s for s in self.call("list", now=True)["snapshots"]}
+        # the last cell has no snapshot after it (dirty): back to the last snapshot
+        live = snaps.get(self.live or "") or {}
+        target = self.live if self._dirty else live.get("parent")
+        if not target or target not in snaps:
+            raise NothingToUndo(
+                "there is no snapshot from before the last cell",
+                "Undo goes back one cell at a time, as far as automatic snapshots go back "
+                "(older ones are pruned: %chkpt auto on --keep N keeps more)",
+            )
+        self.restore(target, requester, mode="undo")
+
+    def redo(self, requester: Requester) -> None:
+        """Forward again to the state the last undo left."""
+        if not self._redo:
+            raise NothingToUndo(
+                "there is nothing to redo",
+                "Redo goes forward after %chkpt undo, until a cell runs",
+            )
+        self.restore(self._redo[-1], requester, mode="redo")
+
     @contextlib.contextmanager
-    def _cancel_on_interrupt(self) -> Iterator[Callable[[], None]]:
+    def _cancel_on_interrupt(self) -> Iterator[_Waiting]:
         """Interrupt (SIGINT) while the helper works for us asks it to cancel: a
         snapshot or restore not frozen yet is called off, a snapshot being stored
         goes on in the background. We go on waiting for the request's own answer,
         which says what happened (no KeyboardInterrupt: that would leave the answer
         unread while the helper may still be working on this process). While we are
         frozen we cannot run; a signal sent then is taken once we run again."""
-        asked = threading.Event()
-        sent = False
+        waiting = _Waiting(self)
+        asked = waiting.asked
 
         def on_sigint(signum: int, frame: Any) -> None:
             asked.set()
-
-        def waiting() -> None:
-            nonlocal sent
-            if asked.is_set() and not sent:
-                sent = True
-                self._cancel()
 
         if threading.current_thread() is not threading.main_thread():
             yield waiting
@@ -468,10 +645,21 @@ class Checkpointer:
             and channel == "shell"
             and threading.current_thread() is threading.main_thread()
         ):
-            if self.pending is None and self.settings.auto and self._was_execute():
-                self.pending = PendingCheckpoint(secrets.token_hex(4), auto=True)
-            if self.pending is not None:
-                parent = self._safe_point(stream) or parent
+            if self._resumed:
+                # the old request a resumed "state left" was in has finished: no
+                # snapshot, no bookkeeping for it
+                self._resumed = ""
+            else:
+                # an undo/redo cell that failed changed nothing: not a step of its own
+                executed = self._was_execute() and not self._history_cell
+                if executed:
+                    self._dirty = True  # until a snapshot of this state is stored
+                    self._redo = []
+                self._history_cell = False
+                if self.pending is None and self.settings.auto and executed:
+                    self.pending = PendingCheckpoint(secrets.token_hex(4), auto=True)
+                if self.pending is not None:
+                    parent = self._safe_point(stream) or parent
         self._orig_publish(status, channel, stream, parent)
 
     def _was_execute(self) -> bool:
@@ -489,6 +677,9 @@ class Checkpointer:
         want, self.pending = self.pending, None
         assert want is not None
         parent = self.kernel.get_parent("shell")
+        if want.reply_to and want.reply_to["msg"]["header"]["msg_id"] in self._cancelled:
+            self._reply(stream, want.reply_to, _cancelled_reply())
+            return None
         self._quiesce()
         try:
             with self._cancel_on_interrupt() as waiting:
@@ -500,6 +691,7 @@ class Checkpointer:
                     label=want.label,
                     tags=self._tags(want),
                     keep=self.settings.keep if want.auto else None,
+                    max_bytes=self.settings.max_bytes if want.auto else None,
                 )
         except HelperStopped as e:
             word = _rescue_word()
@@ -547,6 +739,10 @@ class Checkpointer:
             return self._after_restore(result["restored"], stream)
         info = result["snapshot"]
         self.live = info["id"]
+        self._dirty = False
+        self._changed("taken", info["id"])
+        for gone in result.get("removed", []):
+            self._changed("deleted", gone)
         self._release_results(True)
         if not want.auto:
             later = (
@@ -575,17 +771,31 @@ class Checkpointer:
                 return info
         return None
 
-    def _tags(self, want: PendingCheckpoint) -> dict[str, Any]:
+    def _tags(self, want: PendingCheckpoint, *, mid_cell: bool = False) -> dict[str, Any]:
         parent = self.kernel.get_parent("shell") or {}
         code = ""
+        count = self._cell_count if mid_cell else self.kernel.execution_count - 1
         if parent.get("header", {}).get("msg_type") == "execute_request":
             code = str(parent.get("content", {}).get("code", ""))
+        else:  # a frontend's request between cells: the state follows the last cell
+            with contextlib.suppress(Exception):
+                hist = self.shell.history_manager.input_hist_raw
+                code = str(hist[count]) if 0 < count < len(hist) else ""
         first = next((line for line in code.splitlines() if line.strip()), "")
+        try:
+            ns = namespace.summarize(self.shell.user_ns, getattr(self.shell, "user_ns_hidden", {}))
+        except Exception:  # a summary is a nicety: never the reason a snapshot fails
+            log.exception("could not summarize the namespace")
+            ns = {"vars": {}, "more": 0}
         return {
-            # at the safe point IPython has already counted the cell: it ran as count - 1
-            "execution_count": self.kernel.execution_count - 1,
+            # at the safe point IPython has already counted the cell: it ran as count - 1;
+            # in the middle of a cell (a restore's "state left"), the cell's own count
+            "execution_count": count,
             "cell": first[:200],
             "auto": want.auto,
+            "kind": "auto" if want.auto else "manual",
+            "notebook": os.environ.get("JPY_SESSION_NAME", "")[:4096] or None,
+            "namespace": ns,
         }
 
     def _quiesce(self) -> None:
@@ -610,6 +820,15 @@ class Checkpointer:
         _rescue_word()  # the helper's word for the case it died before its reply: not needed
         snap, result, carry = restored["snapshot"], restored["result"], restored["carry"]
         self.live = snap["id"]
+        self._dirty = False
+        # the user's preferences now, not the snapshot's; the undo/redo history
+        with contextlib.suppress(TypeError, ValueError):
+            self.settings = Settings(**carry.get("settings") or asdict(self.settings))
+        self._redo = [str(i) for i in carry.get("redo") or []]
+        for msg_id in carry.get("cancelled") or []:
+            self._cancelled.add(str(msg_id))
+        self._history_cell = False
+        result = {**result, "left": carry.get("left")}
         req = Requester(**carry["requester"])
         import zmq
 
@@ -637,6 +856,11 @@ class Checkpointer:
             f"restored snapshot {snap['id']} ({_describe(snap)}): the kernel is back after "
             f"cell [{count}]; the next cell runs as [{count + 1}]"
         ]
+        if carry.get("left"):
+            lines.append(
+                f"  the state it left is kept as snapshot {carry['left']}: "
+                f"%restore {carry['left']} goes back to it"
+            )
         recreated = result.get("threads_recreated", [])
         if recreated:
             lines.append(f"  {len(recreated)} thread(s) that had ended since were started again")
@@ -644,9 +868,15 @@ class Checkpointer:
         self._stream(parent, "\n".join(lines) + "\n")
         self._publish(
             "chkpt_restored",
-            {"snapshot": snap, "execution_count": count, "notes": result.get("notes", [])},
+            {
+                "snapshot": snap,
+                "execution_count": count,
+                "notes": result.get("notes", []),
+                "left": carry.get("left"),
+            },
             parent,
         )
+        self._changed("restored", snap["id"], parent)
         if req.msg_type == "comm":
             pass  # a widget asked: there is no request to answer
         elif req.msg_type == "execute_request":
@@ -775,9 +1005,52 @@ class Checkpointer:
 
     # --- the chkpt_request shell message ---------------------------------------------
 
+    def _chkpt_control(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
+        """On the control channel (its own thread, so it runs while a cell does):
+        {"operation": "cancel", "requests": [msg_id, ...]} cancels chkpt_requests
+        that wait for the running cell, or whose helper request is not frozen yet."""
+        content = parent.get("content", {})
+        requests = content.get("requests")
+        if content.get("operation") != "cancel" or not (
+            isinstance(requests, list) and all(isinstance(r, str) for r in requests)
+        ):
+            reply: dict[str, Any] = {
+                "status": "error",
+                "ename": "BadRequest",
+                "error": 'the control channel takes {"operation": "cancel", "requests": '
+                "[msg_id, ...]} only",
+            }
+        else:
+            for r in requests[:1000]:
+                self._cancelled.add(r)
+            # not dispatched yet: certain to answer Cancelled (the asker may stop waiting)
+            try:  # (the main thread appends to _handled meanwhile: then say nothing)
+                queued = [r for r in requests if r != self._serving and r not in self._handled]
+            except RuntimeError:
+                queued = []
+            reply = {
+                "status": "ok",
+                "operation": "cancel",
+                "cancelled": len(requests),
+                "queued": queued,
+            }
+        self.kernel.session.send(stream, "chkpt_reply", reply, parent, ident=ident)
+
     def _chkpt_request(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
+        msg_id = parent.get("header", {}).get("msg_id")
+        if msg_id in self._cancelled:
+            self._reply(stream, {"msg": parent, "idents": ident}, _cancelled_reply())
+            return
+        self._serving = msg_id
+        try:
+            self._serve(stream, ident, parent)
+        finally:
+            self._serving = None
+
+    def _serve(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
         content = parent.get("content", {})
         op = content.get("operation")
+        to = {"msg": parent, "idents": ident}
         try:
             if op == "checkpoint":
                 # answered at the safe point, once the snapshot exists
@@ -788,12 +1061,26 @@ class Checkpointer:
                 return
             if op == "restore":
                 ref = refs.check_ref(content.get("snapshot", ""))
-                self.restore(ref, self.requester("chkpt_request"))
+                keep_left = content.get("keep_left", True)
+                if not isinstance(keep_left, bool):
+                    raise BadRequest("restore: keep_left must be true or false")
+                self.restore(ref, self.requester("chkpt_request"), keep_left=keep_left)
+            elif op in ("undo", "redo"):
+                self._history_cell = True
+                (self.undo if op == "undo" else self.redo)(self.requester("chkpt_request"))
+            elif op == "diff":
+                result = self.call(
+                    "diff",
+                    a=refs.check_ref(content.get("a", "")),
+                    b=refs.check_ref(content.get("b", "")),
+                )
+                self._reply(stream, to, {"status": "ok", **result})
             elif op == "list":
                 result = self.call("list")
                 self._reply(stream, {"msg": parent, "idents": ident}, {"status": "ok", **result})
             elif op == "delete":
-                self.call("delete", snapshot=refs.check_ref(content.get("snapshot", "")))
+                gone = self.call("delete", snapshot=refs.check_ref(content.get("snapshot", "")))
+                self._changed("deleted", str(gone.get("deleted")))
                 self._reply(stream, {"msg": parent, "idents": ident}, {"status": "ok"})
             elif op == "label":
                 result = self.call(
@@ -801,25 +1088,24 @@ class Checkpointer:
                     snapshot=refs.check_ref(content.get("snapshot", "")),
                     label=refs.check_label(content.get("label", "")),
                 )
+                self._changed("labelled", str(result["snapshot"]["id"]))
                 self._reply(stream, {"msg": parent, "idents": ident}, {"status": "ok", **result})
             elif op == "settings":
-                auto, keep = content.get("auto", self.settings.auto), content.get("keep", 1)
+                auto = content.get("auto", self.settings.auto)
+                keep = content.get("keep", self.settings.keep)
+                max_mib = content.get("max_mib", self.settings.max_mib)
                 if not isinstance(auto, bool):
                     raise BadRequest("settings: auto must be true or false")
                 if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
                     raise BadRequest("settings: keep must be a whole number of at least 1")
-                self.settings.auto = auto
-                if "keep" in content:
-                    self.settings.keep = keep
-                self._reply(
-                    stream,
-                    {"msg": parent, "idents": ident},
-                    {"status": "ok", "auto": self.settings.auto, "keep": self.settings.keep},
-                )
+                if not isinstance(max_mib, int) or isinstance(max_mib, bool) or max_mib < 0:
+                    raise BadRequest("settings: max_mib must be a whole number (0: no limit)")
+                self.settings = Settings(auto, keep, max_mib)
+                self._reply(stream, to, {"status": "ok", **asdict(self.settings)})
             else:
                 raise BadRequest(
                     f"unknown chkpt_request operation {op!r}",
-                    "Use checkpoint, restore, list, delete, label or settings",
+                    "Use checkpoint, restore, undo, redo, diff, list, delete, label or settings",
                 )
         except Exception as e:  # a frontend waits for an answer, whatever went wrong
             if not isinstance(e, ChkptError):
@@ -853,12 +1139,53 @@ class Checkpointer:
         content = {"operation": to["msg"].get("content", {}).get("operation"), **content}
         self.kernel.session.send(stream, "chkpt_reply", content, to["msg"], ident=to["idents"])
 
+    def _changed(self, event: str, snap_id: str, parent: Any = None) -> None:
+        """Tell frontends (the panel) that this kernel's snapshots changed."""
+        with contextlib.suppress(Exception):
+            self._publish(
+                "chkpt_changed",
+                {"event": event, "snapshot": snap_id},
+                parent or self.kernel.get_parent("shell"),
+            )
+
     def _stream(self, parent: Any, text: str, name: str = "stdout") -> None:
         self._publish("stream", {"name": name, "text": text}, parent)
 
     def _publish(self, msg_type: str, content: dict[str, Any], parent: Any) -> None:
         k = self.kernel
         k.session.send(k.iopub_socket, msg_type, content, parent=parent, ident=k._topic(msg_type))
+
+
+class _Waiting:
+    """Called while a helper request waits: asks the helper to cancel it once the
+    user interrupted (`asked`) or a frontend cancelled the request being served."""
+
+    def __init__(self, ctl: Checkpointer) -> None:
+        self.ctl = ctl
+        self.asked = threading.Event()
+        self.sent = False
+
+    def __call__(self) -> None:
+        ctl = self.ctl
+        if ctl._serving is not None and ctl._serving in ctl._cancelled:
+            self.asked.set()
+        if self.asked.is_set() and not self.sent:
+            self.sent = True
+            ctl._cancel()
+
+
+@dataclass(frozen=True)
+class _Named:
+    id: str
+    label: str
+
+
+def _cancelled_reply() -> dict[str, Any]:
+    return {
+        "status": "error",
+        "ename": "Cancelled",
+        "error": "the request was cancelled before it ran; nothing was done",
+    }
 
 
 def _rescue_word() -> dict[str, Any]:
@@ -1028,3 +1355,6 @@ class _BoundedSet:
 
     def __contains__(self, item: object) -> bool:
         return item in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._items))

@@ -68,3 +68,21 @@ def render(snapshots: list[dict[str, Any]], live: str | None) -> str:
         lines.append(f"{mark} {prefix}{branch}{describe(s)}")
         open_levels.append(not last)
     return "\n".join(lines)
+
+
+def render_diff(result: dict[str, Any]) -> str:
+    """A namespace diff (namespace.diff) as text, for %snapshots diff."""
+
+    def one(v: dict[str, Any]) -> str:
+        value = f" = {v['repr']}" if v.get("repr") is not None else ""
+        return f"{v['type']}, {_size(float(v['size']))}{value}"
+
+    lines = [f"+ {v['name']}: {one(v)}" for v in result["added"]]
+    lines += [f"- {v['name']}: {one(v)}" for v in result["removed"]]
+    lines += [f"~ {c['name']}: {one(c['from'])} -> {one(c['to'])}" for c in result["changed"]]
+    if not lines:
+        lines.append("no variable differs")
+    lines.append(f"({result['same']} unchanged)")
+    if result.get("incomplete"):
+        lines.append("(some variables were not recorded: over the summary's limits)")
+    return "\n".join(lines)

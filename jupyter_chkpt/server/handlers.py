@@ -18,21 +18,32 @@ from .. import __version__, refs
 from ..errors import (
     AmbiguousSnapshot,
     BadRequest,
+    Cancelled,
     ChkptError,
+    EngineError,
+    HelperError,
     HelperUnavailable,
+    InternalError,
     KernelBusy,
     KernelGone,
     KernelTimeout,
+    NothingToUndo,
     NotRegistered,
     NotSnapshotsKernel,
+    ProcessError,
     RequestRefused,
     RequestTooLarge,
+    StoreError,
+    StoreFull,
     UnknownSnapshot,
+    UnsupportedPlatform,
 )
-from . import service
+from . import EVENTS_ID, service
 
 MAX_BODY = 64 << 10  # bytes; the bodies hold a label and a few flags
 
+# First match wins. Refusals (the state or the request does not allow it; the
+# message says what to do) are 4xx; 5xx only where the service itself failed.
 _STATUS = [
     (UnknownSnapshot, 404),
     (AmbiguousSnapshot, 400),
@@ -41,11 +52,22 @@ _STATUS = [
     (NotSnapshotsKernel, 409),
     (NotRegistered, 409),
     (KernelBusy, 409),
+    (NothingToUndo, 409),
+    (Cancelled, 409),
     (RequestRefused, 403),
     (HelperUnavailable, 503),
     (KernelGone, 410),
     (KernelTimeout, 504),
+    (StoreFull, 507),
+    (UnsupportedPlatform, 501),
+    (ProcessError, 409),  # the kernel's state cannot be snapshotted or restored as it is
+    (StoreError, 409),  # a damaged or unreadable snapshot
+    (HelperError, 502),
+    (InternalError, 500),
+    (EngineError, 500),
 ]
+# Expected answers, not problems of the server: its log keeps quiet about them.
+_QUIET = (NotSnapshotsKernel, Cancelled, NothingToUndo)
 
 
 class ChkptHandler(APIHandler):
@@ -54,10 +76,29 @@ class ChkptHandler(APIHandler):
     def fail(self, error: ChkptError) -> NoReturn:
         """Answer with the error as JSON: what happened and what to do."""
         status = next((code for cls, code in _STATUS if isinstance(error, cls)), 500)
-        self.log.warning("chkpt: %d %s", status, error)
+        if isinstance(error, _QUIET):
+            self.log.debug("chkpt: %d %s", status, error)
+        elif status < 500:
+            self.log.info("chkpt: %d %s", status, error)
+        else:
+            self.log.warning("chkpt: %d %s", status, error)
         self.set_status(status)
         self.finish({"message": str(error), "reason": type(error).__name__})
         raise web.Finish()
+
+    def changed(self, kernel_id: str, event: str, snapshot: str) -> None:
+        """Tell subscribed frontends (jupyter_server's event bus) that a kernel's
+        snapshots changed: a panel in another tab refreshes."""
+        logger = getattr(self, "event_logger", None)
+        if logger is None:
+            return
+        try:
+            logger.emit(
+                schema_id=EVENTS_ID,
+                data={"kernel_id": kernel_id, "event": event, "snapshot": snapshot},
+            )
+        except Exception as e:  # an event is a courtesy: the request succeeded
+            self.log.debug("chkpt: event not emitted: %s", e)
 
     def body(self, *fields: str) -> dict[str, Any]:
         """The JSON object sent, holding only `fields`; 4xx for anything else."""
@@ -135,8 +176,9 @@ class SnapshotsHandler(ChkptHandler):
     @authorized
     async def get(self, kernel_id: str) -> None:
         self.kernel(kernel_id)
+        now = self.get_query_argument("now", "") in ("1", "true")
         try:
-            self.finish(await service.snapshots(kernel_id))
+            self.finish(await service.snapshots(kernel_id, now=now))
         except ChkptError as e:
             self.fail(e)
 
@@ -148,6 +190,7 @@ class SnapshotsHandler(ChkptHandler):
         reply = await self.ask_kernel(
             kernel_id, {"operation": "checkpoint", "label": label}, body.get("wait")
         )
+        self.changed(kernel_id, "taken", reply["snapshot"]["id"])
         self.set_status(201)
         self.finish({"snapshot": reply["snapshot"]})
 
@@ -170,6 +213,7 @@ class SnapshotHandler(ChkptHandler):
             )
         except ChkptError as e:
             self.fail(e)
+        self.changed(kernel_id, "labelled", result["snapshot"]["id"])
         self.finish(result)
 
     @web.authenticated
@@ -179,9 +223,10 @@ class SnapshotHandler(ChkptHandler):
         self.kernel(kernel_id)
         try:
             await service.snapshots(kernel_id)
-            await service.helper_call("delete", snapshot=snapshot, kernel_id=kernel_id)
+            gone = await service.helper_call("delete", snapshot=snapshot, kernel_id=kernel_id)
         except ChkptError as e:
             self.fail(e)
+        self.changed(kernel_id, "deleted", str(gone.get("deleted", snapshot)))
         self.set_status(204)
         self.finish()
 
@@ -191,31 +236,77 @@ class RestoreHandler(ChkptHandler):
     @authorized
     async def post(self, kernel_id: str, snapshot: str) -> None:
         snapshot = self.checked(refs.check_ref, snapshot)
-        body = self.body("wait")
-        reply = await self.ask_kernel(
-            kernel_id, {"operation": "restore", "snapshot": snapshot}, body.get("wait")
-        )
+        body = self.body("wait", "keep_left")
+        keep_left = body.get("keep_left", True)
+        if not isinstance(keep_left, bool):
+            self.fail(BadRequest("keep_left must be true or false", "Send true or false"))
+        content = {"operation": "restore", "snapshot": snapshot, "keep_left": keep_left}
+        reply = await self.ask_kernel(kernel_id, content, body.get("wait"))
+        self.changed(kernel_id, "restored", reply["snapshot"]["id"])
         self.finish({"snapshot": reply["snapshot"], "result": reply["result"]})
+
+
+class UndoHandler(ChkptHandler):
+    """POST .../undo and .../redo: the state before the last cell, and back."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str, op: str) -> None:
+        body = self.body("wait")
+        reply = await self.ask_kernel(kernel_id, {"operation": op}, body.get("wait"))
+        self.changed(kernel_id, "restored", reply["snapshot"]["id"])
+        self.finish({"snapshot": reply["snapshot"], "result": reply["result"]})
+
+
+class DiffHandler(ChkptHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        a = self.checked(refs.check_ref, self.get_query_argument("from", ""))
+        b = self.checked(refs.check_ref, self.get_query_argument("to", ""))
+        self.kernel(kernel_id)
+        try:
+            await service.snapshots(kernel_id)
+            result = await service.helper_call("diff", a=a, b=b, kernel_id=kernel_id)
+        except ChkptError as e:
+            self.fail(e)
+        result["from"], result["to"] = result.pop("a"), result.pop("b")
+        self.finish(result)
+
+
+class CancelHandler(ChkptHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        self.body()
+        km = self.kernel(kernel_id)
+        self.finish({"cancelled": await service.cancel(km)})
 
 
 class SettingsHandler(ChkptHandler):
     @web.authenticated
     @authorized
     async def put(self, kernel_id: str) -> None:
-        body = self.body("auto", "keep", "wait")
-        takes = "auto is true or false, keep a whole number of at least 1"
+        body = self.body("auto", "keep", "max_mib", "wait")
+        takes = (
+            "auto is true or false, keep a whole number of at least 1, max_mib a whole "
+            "number (0: no limit)"
+        )
         content: dict[str, Any] = {"operation": "settings"}
         if "auto" in body:
             if not isinstance(body["auto"], bool):
                 self.fail(BadRequest("auto must be true or false", takes))
             content["auto"] = body["auto"]
-        if "keep" in body:
-            keep = body["keep"]  # a JSON true is no number, whatever Python thinks
-            if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
-                self.fail(BadRequest("keep must be a whole number of at least 1", takes))
-            content["keep"] = keep
+        for name, least in (("keep", 1), ("max_mib", 0)):
+            if name in body:
+                value = body[name]  # a JSON true is no number, whatever Python thinks
+                if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                    self.fail(
+                        BadRequest(f"{name} must be a whole number of at least {least}", takes)
+                    )
+                content[name] = value
         reply = await self.ask_kernel(kernel_id, content, body.get("wait"))
-        self.finish({"auto": reply["auto"], "keep": reply["keep"]})
+        self.finish({"auto": reply["auto"], "keep": reply["keep"], "max_mib": reply["max_mib"]})
 
 
 def setup_handlers(web_app: Any) -> None:
@@ -230,5 +321,8 @@ def setup_handlers(web_app: Any) -> None:
             (base + kernel + snap, SnapshotHandler),
             (base + kernel + snap + "/restore", RestoreHandler),
             (base + kernel + "/settings", SettingsHandler),
+            (base + kernel + r"/(?P<op>undo|redo)", UndoHandler),
+            (base + kernel + "/diff", DiffHandler),
+            (base + kernel + "/cancel", CancelHandler),
         ],
     )

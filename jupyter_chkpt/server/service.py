@@ -11,6 +11,7 @@ from typing import Any
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from ..errors import (
+    Cancelled,
     KernelBusy,
     KernelGone,
     KernelTimeout,
@@ -39,10 +40,11 @@ def is_snapshots_kernelspec(km: Any) -> bool:
         return False
 
 
-async def snapshots(kernel_id: str) -> dict[str, Any]:
-    """The kernel's snapshots with the tree order and the live one."""
+async def snapshots(kernel_id: str, *, now: bool = False) -> dict[str, Any]:
+    """The kernel's snapshots with the tree order and the live one; `now`: at once,
+    with snapshots still being stored (progress displays), else once they are stored."""
     try:
-        listing = await helper_call("list", kernel_id=kernel_id)
+        listing = await helper_call("list", kernel_id=kernel_id, now=now)
     except NotRegistered:
         raise NotSnapshotsKernel("this kernel does not take snapshots") from None
     snaps = listing["snapshots"]
@@ -57,6 +59,9 @@ async def snapshots(kernel_id: str) -> dict[str, Any]:
 # would be open in one snapshot and gone at the restore (a note about a closed peer),
 # and a reply routed to a connection the restore has just reset could be lost.
 _clients: dict[int, tuple[AsyncKernelClient, asyncio.Lock, Any]] = {}
+# requests of each kernel not answered yet: msg_id (None before it is sent), cancel asked,
+# and certainly cancelled (the kernel had not started it: no need to wait for its answer)
+_waiting: dict[int, dict[int, tuple[str | None, asyncio.Event, asyncio.Event]]] = {}
 
 
 def _client(km: Any) -> tuple[AsyncKernelClient, asyncio.Lock]:
@@ -67,7 +72,7 @@ def _client(km: Any) -> tuple[AsyncKernelClient, asyncio.Lock]:
     if id(km) not in _clients:
         kc = AsyncKernelClient()  # a session of its own: never mistaken for a frontend's
         kc.load_connection_info(km.get_connection_info())
-        kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+        kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=True)
         _clients[id(km)] = (kc, asyncio.Lock(), km)
     kc, lock, _ = _clients[id(km)]
     return kc, lock
@@ -82,24 +87,64 @@ async def kernel_request(km: Any, content: dict[str, Any], *, wait: bool) -> dic
     if not wait and getattr(km, "execution_state", "idle") == "busy":
         raise KernelBusy("the kernel is busy running a cell")
     kc, lock = _client(km)
-    async with lock:  # one request at a time per kernel connection
-        msg = kc.session.msg("chkpt_request", content)
-        kc.shell_channel.send(msg)
-        msg_id = msg["header"]["msg_id"]
-        deadline = time.monotonic() + KERNEL_REPLY_TIMEOUT
-        while True:
-            try:
-                reply = await kc.get_shell_msg(timeout=5)
-            except queue.Empty:
-                if not await km.is_alive():
-                    raise KernelGone("the kernel died before it answered") from None
-                if time.monotonic() > deadline:
-                    raise KernelTimeout("the kernel did not answer within an hour") from None
-                continue
-            if reply["parent_header"].get("msg_id") == msg_id:
-                break
+    waiting = _waiting.setdefault(id(km), {})
+    cancelled, certain = asyncio.Event(), asyncio.Event()
+    key = id(cancelled)
+    waiting[key] = (None, cancelled, certain)
+    try:
+        async with lock:  # one request at a time per kernel connection
+            if cancelled.is_set():
+                raise Cancelled("the request was cancelled before it ran; nothing was done")
+            msg = kc.session.msg("chkpt_request", content)
+            msg_id = msg["header"]["msg_id"]
+            waiting[key] = (msg_id, cancelled, certain)
+            kc.shell_channel.send(msg)
+            deadline = time.monotonic() + KERNEL_REPLY_TIMEOUT
+            while True:
+                if certain.is_set():  # its late answer is skipped by the next request
+                    raise Cancelled("the request was cancelled before it ran; nothing was done")
+                try:
+                    reply = await kc.get_shell_msg(timeout=0.2)
+                except queue.Empty:
+                    if not await km.is_alive():
+                        raise KernelGone("the kernel died before it answered") from None
+                    if time.monotonic() > deadline:
+                        raise KernelTimeout("the kernel did not answer within an hour") from None
+                    continue
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
+    finally:
+        waiting.pop(key, None)
     result: dict[str, Any] = reply["content"]
     if result.get("status") != "ok":
         cls = error_by_name(str(result.get("ename", "")))
         raise cls(str(result.get("error", "the kernel refused")), "")  # remedy is in the text
     return result
+
+
+async def cancel(km: Any) -> int:
+    """Cancel this kernel's requests that wait: those queued here, and those sent
+    that still wait for a running cell or have not frozen the kernel yet (over the
+    control channel, which the kernel serves while a cell runs). Each answers
+    Cancelled; one already past its freeze goes on."""
+    waiting = list(_waiting.get(id(km), {}).values())
+    for _, event, _ in waiting:
+        event.set()
+    sent = [msg_id for msg_id, _, _ in waiting if msg_id is not None]
+    if sent:
+        kc, _ = _client(km)
+        msg = kc.session.msg("chkpt_request", {"operation": "cancel", "requests": sent})
+        kc.control_channel.send(msg)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                reply = await kc.get_control_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                queued = set(reply["content"].get("queued") or [])
+                for msg_id, _, certain in waiting:
+                    if msg_id in queued:
+                        certain.set()
+                break
+    return len(waiting)

@@ -46,7 +46,13 @@ class SnapshotInfo:
     damage: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """For listings and replies: the namespace summary (namespace.py) stays in
+        the manifest (diffs read it from `tags`); its size is said instead."""
+        out = asdict(self)
+        ns = out["tags"].pop("namespace", None)
+        if isinstance(ns, dict) and isinstance(ns.get("vars"), dict):
+            out["tags"]["variables"] = len(ns["vars"]) + int(ns.get("more") or 0)
+        return out
 
     @classmethod
     def from_manifest(cls, m: dict[str, Any]) -> SnapshotInfo:

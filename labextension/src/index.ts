@@ -1,22 +1,28 @@
-// jupyter-chkpt for JupyterLab 4: toolbar buttons, a sidebar panel, commands, settings.
-import {
-  ILabShell,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
-import { ICommandPalette, InputDialog, Notification, ToolbarButton } from '@jupyterlab/apputils';
+// jupyter-chkpt for JupyterLab 4: toolbar buttons, the snapshot history panel,
+// commands, a status bar item, notebook cell markers and settings.
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette, ISessionContextDialogs, Notification } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
-import { KernelMessage } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
-import { historyIcon, undoIcon } from '@jupyterlab/ui-components';
-import { ApiError, api, describe } from './api';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { historyIcon, redoIcon, undoIcon } from '@jupyterlab/ui-components';
+import { SnapshotActions } from './actions';
+import { api } from './api';
+import { size } from './format';
+import { snapshotIcon } from './icons';
+import { CellMarkers } from './markers';
+import { SnapshotModel } from './model';
 import { SnapshotPanel } from './panel';
+import { SnapshotStatus } from './statusbar';
+import { SnapshotButton } from './toolbar';
 
 const PLUGIN = 'jupyter-chkpt:plugin';
 const CMD = {
   checkpoint: 'chkpt:checkpoint',
   restore: 'chkpt:restore',
-  panel: 'chkpt:open-panel'
+  panel: 'chkpt:open-panel',
+  undo: 'chkpt:undo',
+  redo: 'chkpt:redo'
 };
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -24,135 +30,89 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'Snapshot and restore the notebook kernel in place',
   autoStart: true,
   requires: [INotebookTracker],
-  optional: [ICommandPalette, ISettingRegistry, ILabShell],
+  optional: [
+    ICommandPalette,
+    ISettingRegistry,
+    ILayoutRestorer,
+    IStatusBar,
+    ISessionContextDialogs
+  ],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
     palette: ICommandPalette | null,
     registry: ISettingRegistry | null,
-    labShell: ILabShell | null
+    restorer: ILayoutRestorer | null,
+    statusBar: IStatusBar | null,
+    dialogs: ISessionContextDialogs | null
   ) => {
-    let auto = false;
-    let keep = 10;
+    const model = new SnapshotModel(app, tracker);
+    const actions = new SnapshotActions(app, model, dialogs);
+    const current = () => tracker.currentWidget;
 
-    const kernelId = (): string | null =>
-      tracker.currentWidget?.sessionContext.session?.kernel?.id ?? null;
-
-    const explain = (error: unknown): string =>
-      error instanceof ApiError ? error.message : String(error);
-
-    const refresh = async (): Promise<void> => {
-      const id = kernelId();
-      if (!id) {
-        panel.showMessage('Open a notebook with a running kernel to see its snapshots.');
-        return;
-      }
-      try {
-        panel.show_(await api.list(id));
-      } catch (error) {
-        panel.showError(error);
-      }
-    };
-
-    const withKernel = async (what: string, f: (id: string) => Promise<string>) => {
-      const id = kernelId();
-      if (!id) {
-        Notification.warning(`${what}: open a notebook with a running kernel first.`);
-        return;
-      }
-      const done = f(id);
-      Notification.promise(done, {
-        pending: { message: `${what}…`, options: { autoClose: false } },
-        success: { message: (text: unknown) => String(text), options: { autoClose: 5000 } },
-        error: { message: (e: unknown) => `${what} failed: ${explain(e)}` }
-      });
-      try {
-        await done;
-      } catch {
-        // shown by the notification
-      }
-      await refresh();
-    };
-
-    const actions = {
-      checkpoint: () =>
-        withKernel('Checkpoint', async id => {
-          const { snapshot } = await api.checkpoint(id);
-          return `Snapshot ${snapshot.id} taken (cell [${snapshot.tags.execution_count}])`;
-        }),
-      restore: (snap: string) =>
-        withKernel('Restore', async id => {
-          const { snapshot, result } = await api.restore(id, snap);
-          const notes = result.notes.length ? ` (${result.notes.length} notes)` : '';
-          return `Kernel restored to ${snapshot.id}: back after cell [${snapshot.tags.execution_count}]${notes}`;
-        }),
-      label: async (snap: string) => {
-        const answer = await InputDialog.getText({ title: `Label for snapshot ${snap}` });
-        if (answer.button.accept && answer.value !== null) {
-          const text = answer.value;
-          await withKernel('Label', async id => {
-            await api.label(id, snap, text);
-            return `Snapshot ${snap} labelled`;
-          });
+    const panel = new SnapshotPanel(model, {
+      take: () => void actions.take(current()),
+      restore: s => void actions.restore(current(), s.id),
+      label: s => void actions.label(current(), s),
+      remove: s => void actions.remove(current(), s),
+      undo: () => void actions.undo(current()),
+      redo: () => void actions.redo(current()),
+      compare: (a, b) => void actions.compare(current(), a.id, b.id),
+      changeKernel: () => {
+        const nb = current();
+        if (nb) {
+          void actions.changeKernel(nb);
         }
       },
-      remove: (snap: string) =>
-        withKernel('Delete', async id => {
-          await api.remove(id, snap);
-          return `Snapshot ${snap} deleted`;
-        })
-    };
-
-    const panel = new SnapshotPanel(actions);
-    panel.title.icon = historyIcon;
+      refresh: () => model.scheduleRefresh(0)
+    });
     app.shell.add(panel, 'right', { rank: 650 });
-
-    const pickAndRestore = async () => {
-      const id = kernelId();
-      if (!id) {
-        Notification.warning('Restore: open a notebook with a running kernel first.');
-        return;
-      }
-      let listing;
-      try {
-        listing = await api.list(id);
-      } catch (error) {
-        Notification.error(explain(error), { autoClose: false });
-        return;
-      }
-      if (!listing.snapshots.length) {
-        Notification.info('This kernel has no snapshots yet: press Checkpoint first.');
-        return;
-      }
-      const items = [...listing.snapshots].reverse().map(describe);
-      const answer = await InputDialog.getItem({
-        title: 'Restore the kernel to the snapshot',
-        items,
-        current: 0
-      });
-      if (answer.button.accept && answer.value) {
-        await actions.restore(answer.value.split(' ')[0]);
-      }
+    restorer?.add(panel, 'jp-chkpt-panel');
+    const showPanel = () => {
+      app.shell.activateById(panel.id);
+      model.scheduleRefresh(0);
     };
 
     app.commands.addCommand(CMD.checkpoint, {
-      label: 'Checkpoint Kernel',
+      label: 'Take Kernel Snapshot',
       caption: 'Snapshot the kernel (memory, threads, open files) once it is idle',
-      icon: historyIcon,
-      execute: () => actions.checkpoint()
+      icon: snapshotIcon,
+      execute: () => actions.take(current())
     });
     app.commands.addCommand(CMD.restore, {
-      label: 'Restore Kernel…',
+      label: 'Restore Kernel Snapshot…',
       caption: 'Return the kernel, in place, to one of its snapshots',
-      icon: undoIcon,
-      execute: () => pickAndRestore()
+      icon: historyIcon,
+      execute: () => actions.pickAndRestore(current())
     });
     app.commands.addCommand(CMD.panel, {
-      label: 'Show Kernel Snapshots',
-      execute: () => {
-        app.shell.activateById(panel.id);
-        void refresh();
-      }
+      label: 'Show Kernel Snapshot History',
+      icon: historyIcon,
+      execute: showPanel
+    });
+    model.restarted.connect((_, { count, bytes }) => {
+      Notification.info(
+        `The kernel restarted. Its ${count} snapshot(s) (${size(bytes)}) are kept: the ` +
+          'snapshot history lists them under "Earlier kernels", where they can be deleted.',
+        {
+          autoClose: 10000,
+          actions: [
+            { label: 'Show', callback: () => void app.commands.execute(CMD.panel) }
+          ]
+        }
+      );
+    });
+    app.commands.addCommand(CMD.undo, {
+      label: 'Undo Last Cell',
+      caption: "Return the kernel to the state before the last cell's run",
+      icon: undoIcon,
+      execute: () => actions.undo(current())
+    });
+    app.commands.addCommand(CMD.redo, {
+      label: 'Redo Cell',
+      caption: 'Forward again to the state the last undo left',
+      icon: redoIcon,
+      execute: () => actions.redo(current())
     });
     if (palette) {
       for (const command of Object.values(CMD)) {
@@ -160,14 +120,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     }
 
-    const applySettings = async () => {
-      const id = kernelId();
-      if (id) {
-        try {
-          await api.settings(id, auto, keep);
-        } catch {
-          // not a snapshots kernel: nothing to set
-        }
+    if (statusBar) {
+      statusBar.registerStatusItem('jupyter-chkpt:status', {
+        item: new SnapshotStatus(model, showPanel),
+        align: 'left',
+        rank: 5,
+        isActive: () => model.support === 'snapshots',
+        activeStateChanged: model.changed
+      });
+    }
+
+    // settings: applied to every snapshots kernel when it starts and when they change
+    let auto = false;
+    let keep = 10;
+    let maxMiB = 0;
+    const applySettings = (nb: NotebookPanel) => {
+      const kernel = nb.sessionContext.session?.kernel;
+      if (kernel && model.supportOf(nb.sessionContext) === 'snapshots') {
+        api.settings(kernel.id, auto, keep, maxMiB).catch(() => undefined); // said at the next action
       }
     };
     if (registry) {
@@ -175,60 +145,53 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const read = () => {
           auto = settings.get('autoSnapshots').composite as boolean;
           keep = settings.get('keep').composite as number;
-          void applySettings();
+          maxMiB = settings.get('maxStorageMiB').composite as number;
+          tracker.forEach(applySettings);
         };
         settings.changed.connect(read);
         read();
       });
     }
 
-    const watched = new WeakSet<object>();
+    const markers = new WeakMap<NotebookPanel, CellMarkers>();
+    model.changed.connect(() => {
+      const nb = model.notebook;
+      if (nb && model.listing) {
+        markers.get(nb)?.snapshots(model.listing);
+      }
+    });
+
     tracker.widgetAdded.connect((_, nb: NotebookPanel) => {
+      markers.set(nb, new CellMarkers(nb));
       nb.toolbar.insertItem(
         10,
         'chkpt-checkpoint',
-        new ToolbarButton({
-          icon: historyIcon,
-          label: 'Checkpoint',
-          tooltip: 'Snapshot the kernel (Alt+Shift+C)',
-          onClick: () => void actions.checkpoint()
+        new SnapshotButton(nb, model, {
+          name: 'take',
+          icon: snapshotIcon,
+          label: 'Snapshot',
+          tooltip: 'Take a kernel snapshot (Alt+Shift+C)',
+          onClick: () => void actions.take(nb),
+          onUnavailable: () => actions.explainUnavailable(nb)
         })
       );
       nb.toolbar.insertItem(
         11,
         'chkpt-restore',
-        new ToolbarButton({
-          icon: undoIcon,
-          label: 'Restore',
+        new SnapshotButton(nb, model, {
+          name: 'restore',
+          icon: historyIcon,
+          label: 'Restore Snapshot…',
           tooltip: 'Restore the kernel to a snapshot (Alt+Shift+R)',
-          onClick: () => void pickAndRestore()
+          onClick: () => void actions.pickAndRestore(nb),
+          onUnavailable: () => actions.explainUnavailable(nb)
         })
       );
-      const watch = () => {
-        const kernel = nb.sessionContext.session?.kernel;
-        if (!kernel || watched.has(kernel)) {
-          return;
-        }
-        watched.add(kernel);
-        kernel.iopubMessage.connect((__, msg: KernelMessage.IIOPubMessage) => {
-          // the restored kernel says so on IOPub, whoever asked for the restore
-          if ((msg.header.msg_type as string) === 'chkpt_restored') {
-            void refresh();
-          }
-        });
-        void applySettings();
-      };
-      nb.sessionContext.kernelChanged.connect(() => {
-        watch();
-        void refresh();
-      });
-      void nb.sessionContext.ready.then(() => {
-        watch();
-        void refresh();
-      });
+      nb.sessionContext.kernelChanged.connect(() => applySettings(nb));
+      void Promise.all([nb.sessionContext.ready, app.serviceManager.kernelspecs.ready]).then(() =>
+        applySettings(nb)
+      );
     });
-    tracker.currentChanged.connect(() => void refresh());
-    labShell?.currentChanged.connect(() => void refresh());
   }
 };
 
