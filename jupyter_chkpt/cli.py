@@ -180,14 +180,27 @@ class RestoreCommand(Command):
         "can be reopened: a restore that would lose sockets, pipes, eventfds or epolls the "
         "snapshot has is refused, naming them, unless --force is given (they then get "
         "stand-ins: sockets and pipes that read as closed, fresh eventfds and epolls). "
-        "Anything that could not be put back is printed as a note."
+        "Anything that could not be put back is printed as a note. With --into, PID is "
+        "another process of the same program, started after the snapshot's process ended "
+        "(a restarted kernel): it becomes the snapshot, its own state replaced."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "pid", type=int, help="the process to restore (the one the snapshot was taken from)"
+            "pid",
+            type=int,
+            help="the process to restore (the one the snapshot was taken from, unless --into)",
         )
-        parser.add_argument("snapshot", help=f"{REFERENCE}, or -N: the N-th newest of PID")
+        parser.add_argument(
+            "snapshot", help=f"{REFERENCE}, or -N: the N-th newest of PID (not with --into)"
+        )
+        parser.add_argument(
+            "--into",
+            action="store_true",
+            help="PID is a fresh process of the same program (same executable, libraries and "
+            "kernel) that becomes the snapshot; what only the snapshot's process held gets "
+            "stand-ins: sockets that read as closed, new pipes, eventfds and epolls",
+        )
         parser.add_argument(
             "--force",
             action="store_true",
@@ -199,10 +212,15 @@ class RestoreCommand(Command):
         from .engine import restore
 
         store = self.store(args)
-        snap_id = self.resolve(store, args.snapshot, args.pid)
-        if not args.force:
+        if args.into and args.snapshot.startswith("-"):
+            raise BadRequest(
+                f"--into needs the snapshot's id or label, not {args.snapshot!r}",
+                "List the snapshots with `jupyter-chkpt ls` and give one's id",
+            )
+        snap_id = self.resolve(store, args.snapshot, None if args.into else args.pid)
+        if not args.force and not args.into:
             self.refuse_lost_files(store, snap_id, args.pid)
-        result = restore(args.pid, store, snap_id)
+        result = restore(args.pid, store, snap_id, into=args.into)
         if args.json:
             _print_json(result.to_json())
         else:

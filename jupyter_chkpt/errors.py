@@ -106,7 +106,21 @@ class ProcessChanged(ProcessError):
 
 
 class WrongProcess(ProcessError):
-    remedy = "A snapshot can only be restored into the process it was taken from; list its snapshots with `jupyter-chkpt ls PID`"
+    remedy = (
+        "Restore it into the process it was taken from (list its snapshots with "
+        "`jupyter-chkpt ls PID`), or into a fresh process of the same program with "
+        "`jupyter-chkpt restore --into PID ID`"
+    )
+
+
+class Incompatible(ProcessError):
+    """A transplant was refused: the new process cannot become the snapshot."""
+
+    remedy = (
+        "Nothing was changed; the process keeps running as it was. A snapshot can only be "
+        "restored into a process of the same program, with the same libraries, on the same "
+        "kernel"
+    )
 
 
 class ThreadsGone(ProcessError):

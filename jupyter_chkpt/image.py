@@ -268,6 +268,11 @@ class ImageMeta:
     children: list[Child] | None = None
     queued_signals: list[str] | None = None  # base64 siginfo of process-wide queued signals
     mapped_files: list[MappedFile] | None = None
+    # what a transplant into another process needs (format 1.3): the mm fields of
+    # /proc/PID/stat (start_code, ..., env_end; `procfs.MM_FIELDS`) and a hash of the
+    # [vdso]'s contents (restored code holds pointers into it: it must be the same)
+    mm: dict[str, int] | None = None
+    vdso_hash: str | None = None
     # engine figures (pause_s, bytes read, ...); informative only
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -288,6 +293,8 @@ class ImageMeta:
             "children": _list_json(self.children),
             "queued_signals": self.queued_signals,
             "mapped_files": _list_json(self.mapped_files),
+            "mm": self.mm,
+            "vdso_hash": self.vdso_hash,
             "stats": self.stats,
         }
 
@@ -313,6 +320,8 @@ class ImageMeta:
             mapped_files=None
             if d.get("mapped_files") is None
             else [MappedFile(**f) for f in d["mapped_files"]],
+            mm=None if d.get("mm") is None else {k: int(v) for k, v in d["mm"].items()},
+            vdso_hash=d.get("vdso_hash"),
             stats=dict(d.get("stats", {})),
         )
 

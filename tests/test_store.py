@@ -111,7 +111,7 @@ def test_round_trip(tmp_path: Path) -> None:
     assert store.info(info.id) == info
     assert json.loads(json.dumps(info.to_json()))["id"] == info.id
     m = store.manifest(info.id)
-    assert (m["format"], m["version"], m["id"]) == ("jupyter-chkpt-snapshot", "1.2", info.id)
+    assert (m["format"], m["version"], m["id"]) == ("jupyter-chkpt-snapshot", "1.3", info.id)
 
 
 def test_round_trip_from_a_fresh_store_object(tmp_path: Path) -> None:

@@ -97,9 +97,15 @@ def test_offset_without_keeper_reopens_closed_files(spawn, store) -> None:
     snap = checkpoint(target.pid, store)
     target.ok("mutate")
     result = restore(target.pid, store, snap.id)
-    assert any("no duplicate of it is held" in n and "pipe:" in n for n in result.notes), (
+    assert any("no duplicate of it is held" in n and "socket:" in n for n in result.notes), (
         result.notes
     )
+    # a pipe both of whose ends the process held comes back whole, bytes included
+    assert not any("pipe:" in n for n in result.notes), result.notes
+    pipe_ends = [f.fd for f in store.load_meta(snap.id).files or [] if f.kind == "pipe"]
+    pipe_ends = [n for n in pipe_ends if n > 2]
+    assert len(pipe_ends) == 2 and set(pipe_ends) <= set(result.files.stand_ins), result.files
+    assert set(result.files.pipes) & set(pipe_ends), result.files
     assert result.files.put_back == []
     target.kill()
 

@@ -175,7 +175,7 @@ if op == "checkpoint":
     info = checkpoint(pid, store, label="api")
     print(json.dumps({"id": info.id, "pid": info.pid}))
 else:
-    result = restore(pid, store, sys.argv[4])
+    result = restore(pid, store, sys.argv[4], into=op == "transplant")
     print(json.dumps({"id": result.snapshot_id, **result.to_json()}))
 """
 
@@ -238,6 +238,12 @@ def status(pid: int | str, tid: int | None = None) -> dict[str, str]:
 
 def tasks(pid: int) -> list[int]:
     return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+
+
+def maps_text(pid: int) -> str:
+    """/proc/PID/maps as text."""
+    with open(f"/proc/{pid}/maps") as f:
+        return f.read()
 
 
 def assert_released(pid: int) -> None:

@@ -34,6 +34,7 @@ from .task_state import (
 from .threads import capture_state, capture_threads
 from .timers import capture_timers
 from .tracking import PageState, Tracker, Tracking, present_pages
+from .transplant import vdso_hash
 
 if TYPE_CHECKING:
     from ..store import SnapshotInfo, Store
@@ -107,6 +108,8 @@ def capture(
         children=capture_children(fz.pid),
         queued_signals=encode_siginfo(fz.group.main.queued_signals(shared=True)),
         mapped_files=capture_mapped_files(maps),
+        mm=procfs.mm_fields(fz.pid),
+        vdso_hash=vdso_hash(maps, fz.mem),
     )
     # kernel state beyond memory: threads, timers, fds, signals, limits, ...
     meta.stats["os_state_s"] = round(time.monotonic() - started, 6)

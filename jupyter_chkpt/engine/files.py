@@ -41,7 +41,7 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -61,6 +61,7 @@ SHUT_RDWR = 2
 AT_FDCWD = -100
 _NO_REOPEN = os.O_CREAT | os.O_EXCL | os.O_TRUNC
 _SEMAPHORE_READ_LIMIT = 1 << 16
+_WHOLE_PIPE = "a new pipe, both of whose ends the process holds"
 _ptracer = threading.Lock()  # held while a target may pull fds from this process
 
 
@@ -78,6 +79,9 @@ class FilesReport:
     eventfds: list[int] = field(default_factory=list)
     pipes: list[int] = field(default_factory=list)  # pipe contents set back
     stand_ins: list[int] = field(default_factory=list)  # gone, replaced (step 3)
+    # a transplant's: the new process's own fds kept where the snapshot's connected
+    # the old process to the outside (`_Reconciler.inherit`)
+    inherited: list[int] = field(default_factory=list)
     # offset / flags / counter differ but left alone: the open file is shared with
     # another process, which would see the change too (an inherited stdout)
     shared: list[int] = field(default_factory=list)
@@ -163,8 +167,10 @@ class _Reconciler:
         key: str | None,
         scratch: int,
         report: FilesReport,
+        moving: bool = False,
     ) -> None:
         self.pid = fz.pid
+        self.moving = moving
         self.inj: Injector = fz.injector
         self.want = {f.fd: f for f in want}
         self.keeper = keeper
@@ -175,6 +181,7 @@ class _Reconciler:
         self.journal = fz.journal
         self.park_from = 3
         self.stand_ins: set[int] = set()  # fds replaced by a stand-in: registrable
+        self.inherited: set[int] = set()
 
     def _table(self) -> dict[int, FileImage]:
         """The fd table, less our parked duplicates."""
@@ -213,6 +220,10 @@ class _Reconciler:
         now = self._table()
         self.park_from = max([*self.want, *now, *fds.read_fd_table(self.pid), 2]) + 1
         keep = {n for n, w in self.want.items() if n in now and self.same(w, now[n])}
+        if self.moving:
+            self.inherited = self.inherit(now) - keep
+            keep |= self.inherited
+            self.report.inherited = sorted(self.inherited)
         close = sorted(set(now) - keep)
         missing = sorted(set(self.want) - keep)
 
@@ -232,6 +243,25 @@ class _Reconciler:
                 self._reconcile_epoll(w, now, n in replace)
         # cloexec and epoll changes leave offsets, flags and counters as they were
         self._description_state(pidfd, now)
+
+    def inherit(self, now: dict[int, FileImage]) -> set[int]:
+        """A transplant's: fds that connected the old process to the outside world
+        (terminals, pipes whose other end it did not hold: a launcher's stdio) are
+        the new process's own at the same number, where it has one of the same kind
+        and direction connected likewise. Sockets never are: a peer of the old
+        process is not one of the new process (zmq would carry on mid-message)."""
+        out = set()
+        for n, w in self.want.items():
+            c = now.get(n)
+            if c is None or c.kind != w.kind or (w.flags ^ c.flags) & os.O_ACCMODE:
+                continue
+            if w.kind == "char" or (
+                w.kind == "pipe"
+                and not _inner(w, self.want.values())
+                and not _inner(c, now.values())
+            ):
+                out.add(n)
+        return out
 
     # 1. epoll registrations of fds about to close
     def _unregister(self, now: dict[int, FileImage], closing: set[int]) -> set[int]:
@@ -258,6 +288,9 @@ class _Reconciler:
         high = max([*self.want, *now, 2]) + 1
         try:
             for n in missing:
+                if n in self.stand_ins:  # an end of a pipe made with its other end
+                    self.report.stand_ins.append(n)
+                    continue
                 w = self.want[n]
                 held = self.held(n)
                 if held is not None:
@@ -271,9 +304,12 @@ class _Reconciler:
                     self.report.put_back.append(n)
                 elif self._reopen(w):
                     self.report.reopened.append(n)
-                elif (what := self._stand_in(w)) is not None:
+                elif (what := self._stand_in(w, missing)) is not None:
                     self.report.stand_ins.append(n)
-                    self._note(w, f"was gone and no duplicate of it is held: replaced by {what}")
+                    if what != _WHOLE_PIPE:  # that one loses nothing
+                        self._note(
+                            w, f"was gone and no duplicate of it is held: replaced by {what}"
+                        )
                 else:
                     self._note(
                         w,
@@ -315,10 +351,14 @@ class _Reconciler:
         finally:
             self.inj.call("close", tmp)
 
-    def _stand_in(self, w: FileImage) -> str | None:
+    def _stand_in(self, w: FileImage, missing: list[int]) -> str | None:
         """Put something that behaves like `w` gone at its number; what, or None."""
         nonblock = w.flags & os.O_NONBLOCK
         pair = self.scratch  # int[2] out of socketpair / pipe2
+        ends = [self.want[n] for n in missing if self.want[n].kind == "pipe"]
+        ends = [e for e in ends if e.ino == w.ino]
+        if w.kind == "pipe" and any(_pipe_read_end(e) != _pipe_read_end(w) for e in ends):
+            return self._pipe(ends)
         if w.kind == "socket":
             kind = socket.SOCK_STREAM | os.O_CLOEXEC | nonblock
             if self.inj.call("socketpair", socket.AF_UNIX, kind, 0, pair) < 0:
@@ -347,6 +387,32 @@ class _Reconciler:
         self._move(keep, w.fd, w.cloexec)
         self.stand_ins.add(w.fd)
         return what
+
+    def _pipe(self, ends: list[FileImage]) -> str | None:
+        """Both ends of a pipe, each at every number the process had it under (its
+        status flags and contents are set like any pipe's, step 5)."""
+        high = max([*self.want, 2]) + 1
+        pair = self.scratch
+        if self.inj.call("pipe2", pair, os.O_CLOEXEC) < 0:
+            return None
+        made = [self._lift(fd, high) for fd in struct.unpack("ii", self.inj.mem.read(pair, 8))]
+        try:
+            for e in ends:
+                got = self.inj.check(
+                    "fcntl", made[0 if _pipe_read_end(e) else 1], F_DUPFD_CLOEXEC, high
+                )
+                self._move(got, e.fd, e.cloexec)
+                self.stand_ins.add(e.fd)
+        finally:
+            for fd in made:
+                self.inj.call("close", fd)
+        return _WHOLE_PIPE
+
+    def _lift(self, fd: int, high: int) -> int:
+        """`fd` moved to `high` or above: temporaries never take a number still wanted."""
+        got = self.inj.check("fcntl", fd, F_DUPFD_CLOEXEC, high)
+        self.inj.call("close", fd)
+        return got
 
     def _reopen(self, w: FileImage) -> bool:
         if w.kind not in ("file", "dir") or not w.link.startswith("/"):
@@ -410,7 +476,7 @@ class _Reconciler:
         todo: list[tuple[FileImage, FileImage]] = []
         for n, w in sorted(self.want.items()):
             c = now.get(n)
-            if c is None:
+            if c is None or n in self.inherited:
                 continue
             if (
                 _restorable_changes(w, c)
@@ -489,6 +555,11 @@ class _Reconciler:
         self.report.notes.append(f"fd {w.fd} ({w.link}): {text}")
 
 
+def _inner(f: FileImage, table: Iterable[FileImage]) -> bool:
+    """A pipe end whose other end the same process holds."""
+    return any(o.ino == f.ino and _pipe_read_end(o) != _pipe_read_end(f) for o in table)
+
+
 def _pipe_read_end(f: FileImage) -> bool:
     return f.kind == "pipe" and f.flags & os.O_ACCMODE == os.O_RDONLY
 
@@ -511,11 +582,14 @@ def reconcile_files(
     keeper: FdKeeper,
     key: str | None,
     scratch: int,
+    *,
+    moving: bool = False,
 ) -> FilesReport:
-    """Make the frozen process's fd table match `want` (module docstring for the order)."""
+    """Make the frozen process's fd table match `want` (module docstring for the order).
+    `moving`: a transplant (`FilesReport.inherited`)."""
     report = FilesReport()
     with _pidfd(fz.pid, keeper) as pidfd:
-        _Reconciler(fz, want, keeper, key, scratch, report).run(pidfd)
+        _Reconciler(fz, want, keeper, key, scratch, report, moving).run(pidfd)
     return report
 
 

@@ -35,7 +35,7 @@ from ..proc.inject import SCRATCH_SIZE, Injector
 from ..proc.maps import read_maps, read_maps_with_flags, with_flags
 from ..proc.memory import StagingBuffer
 from ..proc.ptrace import Thread
-from . import runs
+from . import runs, transplant
 from .dump import capture
 from .files import FilesReport, close_parked, reconcile_files, unpark
 from .freeze import Frozen, frozen
@@ -142,8 +142,12 @@ def restore(
     tracking: Tracking | None = None,
     handoff: dict[str, Any] | None = None,
     proceed: Callable[[], None] | None = None,
+    into: bool = False,
 ) -> RestoreResult:
     """Restore snapshot `ref` (id or unique prefix) into process `pid`.
+
+    With `into`, `pid` may be another process than the snapshot's, a fresh one of
+    the same program, which then becomes the snapshot (a transplant: transplant.py).
 
     `keeper` should be the one the snapshot was taken with: its duplicates put
     back files the process closed since. Restores of different processes at
@@ -155,9 +159,14 @@ def restore(
     it may raise to cancel (the requester changed its mind while we loaded).
     """
     snap_id = store.resolve(ref)
-    wanted = store.load_meta(snap_id).process
+    wanted_meta = store.load_meta(snap_id)
+    wanted = wanted_meta.process
     procfs.check_can_act_on(pid)
-    if not wanted.same_process(procfs.identity(pid)):
+    moving = transplant.moves(wanted_meta, pid)
+    if moving and into:
+        transplant.check(wanted_meta, pid)
+        tracking = None  # the whole image is written: nothing of it is there yet
+    elif moving:
         raise WrongProcess(
             f"snapshot {snap_id} was taken from PID {wanted.pid} ({wanted.exe}), "
             f"which is not the process now running as PID {pid}"
@@ -343,7 +352,7 @@ def _refuse_early(fz: Frozen, meta: ImageMeta, current: list[Mapping]) -> list[O
     """What would make the restore fail halfway, checked before any change; returns
     the layout plan."""
     pid = fz.pid
-    old = [i.tid for i in match(fz, meta.threads).missing if i.state is None]
+    old = [i.tid for i in match(fz, meta.threads, meta.process.pid).missing if i.state is None]
     if old:
         raise ThreadsGone(
             f"threads {', '.join(map(str, old))} of PID {pid} existed at the snapshot but have "
@@ -437,8 +446,13 @@ def apply_image(
     # still mapped: the kernel touches their rseq area and stack when they
     # resume, and their exit writes clear_child_tid. Layout changes that
     # touch those pages wait until the threads are gone.
-    threads = match(fz, meta.threads)
+    threads = match(fz, meta.threads, meta.process.pid)
     busy = _pages_in_use(fz, threads.leaving)
+    # Another process's image (or the rollback of one): the kernel's view of the
+    # address space and the vDSO first (transplant.py).
+    relocating = transplant.needed(fz, meta)
+    if relocating:
+        scratch = transplant.relocate(fz, meta, scratch, busy)
 
     # Layout. brk first: glibc's idea of the break lives in memory we are
     # about to restore, and the kernel must agree with it.
@@ -489,8 +503,12 @@ def apply_image(
         # (tids rewritten in memory, rseq areas) counts as written since.
         tracker.scan(fz, read_maps(fz.pid), rearm=True)
 
-    for t in threads.missing:
+    for t in [*threads.missing, *threads.moved]:
         finish_recreated(fz, t, live[t.tid], result.notes)
+    if relocating:
+        for t in meta.threads:
+            if t.state is not None and t not in threads.missing + threads.moved:
+                transplant.rseq_back(fz, t.state.rseq, live[t.tid])
     if meta.rlimits is not None:
         result.notes.extend(reconcile_rlimits(fz.pid, meta.rlimits))
     for t in meta.threads:
@@ -645,7 +663,8 @@ def _task_state(
             "dispositions and umask were left as they are"
         )
         return
-    result.files = reconcile_files(fz, meta.files, keeper, key, scratch)
+    moving = not meta.process.same_process(fz.identity)
+    result.files = reconcile_files(fz, meta.files, keeper, key, scratch, moving=moving)
     result.notes.extend(result.files.notes)
     if meta.sigactions is not None:
         result.signals_changed = reconcile_sigactions(inj, scratch, meta.sigactions)

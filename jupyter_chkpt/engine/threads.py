@@ -124,21 +124,29 @@ class ThreadPlan:
     kept: dict[int, Thread] = field(default_factory=dict)  # snapshot tid -> the same thread
     missing: list[ThreadImage] = field(default_factory=list)  # exited since: recreate
     leaving: list[int] = field(default_factory=list)  # born since: they exit
+    # kept under another tid (the main thread of a transplant): set up like `missing`
+    # once memory is written
+    moved: list[ThreadImage] = field(default_factory=list)
 
 
-def match(fz: Frozen, images: list[ThreadImage]) -> ThreadPlan:
-    """Threads are the same if tid and start time agree (images before 1.2: tid)."""
+def match(fz: Frozen, images: list[ThreadImage], leader: int) -> ThreadPlan:
+    """Threads are the same if tid and start time agree (images before 1.2: tid).
+    `leader` is the image's main thread: in another process (a transplant) it becomes
+    that process's main thread, the one thread that cannot be recreated."""
     out = ThreadPlan()
     for image in images:
         live = fz.group.threads.get(image.tid)
-        if live is not None and (
+        if image.tid == leader != fz.pid:
+            out.kept[image.tid] = fz.group.main
+            out.moved.append(image)
+        elif live is not None and (
             image.state is None
             or procfs.thread_start_time(fz.pid, image.tid) == image.state.start_time
         ):
             out.kept[image.tid] = live
         else:
             out.missing.append(image)
-    out.leaving = sorted(set(fz.group.threads) - set(out.kept))
+    out.leaving = sorted(set(fz.group.threads) - {t.tid for t in out.kept.values()})
     return out
 
 
@@ -223,7 +231,7 @@ def finish_recreated(fz: Frozen, image: ThreadImage, thread: Thread, notes: list
     inj.check("set_tid_address", state.clear_child_tid)
     if state.robust_list:
         inj.check("set_robust_list", state.robust_list, state.robust_len)
-    if state.rseq is not None:
+    if state.rseq is not None and thread.rseq_config() != tuple(state.rseq):
         addr, length, sig = state.rseq
         inj.check("rseq", addr, length, 0, sig)
     if thread.tid != image.tid:

@@ -18,20 +18,35 @@ from contextlib import contextmanager
 
 from ..errors import SyscallInjectionFailed
 from .arch import current as arch
-from .maps import find_mapping
+from .maps import find_mapping, read_maps
 from .memory import ProcessMemory
 from .ptrace import ALL_SIGNALS, Thread
 
 SCRATCH_SIZE = 4096
 
 
-def find_syscall_gadget(pid: int, mem: ProcessMemory) -> int:
-    vdso = find_mapping(pid, path="[vdso]")
-    if vdso is not None:
-        at = mem.read(vdso.start, vdso.size).find(arch.SYSCALL_INSN)
+_CODE_SEARCHED = 1 << 20  # bytes of each code mapping searched for an instruction
+
+
+def find_syscall_gadget(
+    pid: int, mem: ProcessMemory, *, vdso: bool = True, avoid: tuple[int, int] | None = None
+) -> int:
+    """Where the bytes of a `syscall` instruction are: in the [vdso], else (or without
+    `vdso`: while it moves) in the program's own code, outside the range `avoid`.
+    Any two such bytes will do, whatever instruction they belong to."""
+    maps = read_maps(pid)
+    places = [m for m in maps if m.path == "[vdso]"] if vdso else []
+    places += [
+        m
+        for m in maps
+        if m.perms.startswith("r-x") and m.path.startswith("/")
+        if avoid is None or m.end <= avoid[0] or avoid[1] <= m.start
+    ]
+    for m in places:
+        at = mem.read(m.start, min(m.size, _CODE_SEARCHED)).find(arch.SYSCALL_INSN)
         if at >= 0:
-            return vdso.start + at
-    raise SyscallInjectionFailed(f"PID {pid} has no syscall instruction in its [vdso]")
+            return m.start + at
+    raise SyscallInjectionFailed(f"PID {pid} has no syscall instruction in its code")
 
 
 class Injector:

@@ -91,6 +91,28 @@ def start_brk(pid: int) -> int:
     return int(_stat_fields(pid)[47 - 3])
 
 
+# The memory-map fields of stat(5), by field number: what prctl(PR_SET_MM_MAP) sets.
+MM_FIELDS = {
+    "start_code": 26,
+    "end_code": 27,
+    "start_stack": 28,
+    "start_data": 45,
+    "end_data": 46,
+    "start_brk": 47,
+    "arg_start": 48,
+    "arg_end": 49,
+    "env_start": 50,
+    "env_end": 51,
+}
+
+
+def mm_fields(pid: int) -> dict[str, int]:
+    """Where the kernel believes code, data, heap, stack, arguments and environment are
+    (0 unless we may ptrace the process)."""
+    fields = _stat_fields(pid)
+    return {name: int(fields[n - 3]) for name, n in MM_FIELDS.items()}
+
+
 def thread_ids(pid: int) -> list[int]:
     try:
         return sorted(int(t) for t in os.listdir(proc_path(pid, "task")))

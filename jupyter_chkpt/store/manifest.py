@@ -20,7 +20,7 @@ from ..image import PAGE_SIZE, ImageMeta
 from .layout import ID_RE
 
 FORMAT_NAME = "jupyter-chkpt-snapshot"
-MAJOR, MINOR = 1, 2
+MAJOR, MINOR = 1, 3
 MANIFEST = "manifest.json"
 PAGEMAP = "pagemap.bin.zst"
 
