@@ -41,14 +41,14 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ChkptError
 from ..image import EpollItem, FileImage
-from ..proc import fds
+from ..proc import fds, sockets
 from ..proc.arch import current as arch
 from ..proc.inject import Injector
 from .freeze import Frozen
@@ -62,6 +62,7 @@ AT_FDCWD = -100
 _NO_REOPEN = os.O_CREAT | os.O_EXCL | os.O_TRUNC
 _SEMAPHORE_READ_LIMIT = 1 << 16
 _WHOLE_PIPE = "a new pipe, both of whose ends the process holds"
+_WHOLE_PAIR = "a new socket pair, both of whose ends the process holds"
 _ptracer = threading.Lock()  # held while a target may pull fds from this process
 
 
@@ -128,9 +129,16 @@ def capture_files(fz: Frozen, keeper: FdKeeper | None, key: str | None) -> list[
                         f.hangup = fds.hung_up(mine)
                         if _pipe_read_end(f):
                             f.content = base64.b64encode(fds.peek_pipe(mine)).decode()
+                        if f.kind == "socket":  # for a transplant: listeners, pairs
+                            f.details.update(sockets.describe(mine))
+                            if f.waiting and f.details.get("type") == "stream":
+                                data = sockets.peek(mine, f.waiting)
+                                f.content = base64.b64encode(data).decode()
         except OSError as e:
             if e.errno not in fds.NOT_PERMITTED:
                 raise  # else: no pidfd_getfd here, so no byte counts
+    unix = str(int(socket.AF_UNIX))
+    sockets.note_peers({f.ino: f.details for f in files if f.details.get("family") == unix})
     if keeper is not None and key is not None:
         keeper.hold(fz.pid, key, files)
     return files
@@ -180,8 +188,12 @@ class _Reconciler:
         self.target_pidfd: int | None = None  # the target's pidfd of us, while installing
         self.journal = fz.journal
         self.park_from = 3
-        self.stand_ins: set[int] = set()  # fds replaced by a stand-in: registrable
+        # fds given another file (stand-ins, a transplant's adopted and inherited
+        # ones): epoll registrations of the snapshot name them by number
+        self.renewed: set[int] = set()
+        self.placed: set[int] = set()  # ends of pairs made ahead of their turn
         self.inherited: set[int] = set()
+        self.listeners: dict[str, int] = {}  # a transplant's: address -> the process's fd
 
     def _table(self) -> dict[int, FileImage]:
         """The fd table, less our parked duplicates."""
@@ -217,12 +229,16 @@ class _Reconciler:
         )
 
     def run(self, pidfd: int) -> None:
+        self.pidfd = pidfd
         now = self._table()
+        if self.moving:
+            self.listeners = _listeners(pidfd, now)
         self.park_from = max([*self.want, *now, *fds.read_fd_table(self.pid), 2]) + 1
         keep = {n for n, w in self.want.items() if n in now and self.same(w, now[n])}
         if self.moving:
             self.inherited = self.inherit(now) - keep
             keep |= self.inherited
+            self.renewed |= self.inherited
             self.report.inherited = sorted(self.inherited)
         close = sorted(set(now) - keep)
         missing = sorted(set(self.want) - keep)
@@ -288,7 +304,7 @@ class _Reconciler:
         high = max([*self.want, *now, 2]) + 1
         try:
             for n in missing:
-                if n in self.stand_ins:  # an end of a pipe made with its other end
+                if n in self.placed:  # an end of a pair made with its other end
                     self.report.stand_ins.append(n)
                     continue
                 w = self.want[n]
@@ -302,11 +318,13 @@ class _Reconciler:
                         continue
                     self._move(tmp, n, w.cloexec)
                     self.report.put_back.append(n)
-                elif self._reopen(w):
+                elif self._adopt_listener(w, high):
+                    self.report.inherited.append(n)
+                elif (self.moving and self._listen_again(w)) or self._reopen(w):
                     self.report.reopened.append(n)
                 elif (what := self._stand_in(w, missing)) is not None:
                     self.report.stand_ins.append(n)
-                    if what != _WHOLE_PIPE:  # that one loses nothing
+                    if what not in (_WHOLE_PIPE, _WHOLE_PAIR):  # those lose nothing
                         self._note(
                             w, f"was gone and no duplicate of it is held: replaced by {what}"
                         )
@@ -351,14 +369,56 @@ class _Reconciler:
         finally:
             self.inj.call("close", tmp)
 
+    def _adopt_listener(self, w: FileImage, high: int) -> bool:
+        """A transplant's listening socket: the new process's own on the same address
+        (a restarted kernel binds its ports again), from its parked duplicate."""
+        at = self.listeners.get(w.details.get("listen", ""))
+        if at is None:
+            return False
+        parked = self.journal.parked.get(at) if self.journal else None
+        src = parked[0] if parked else at
+        self._move(self.inj.check("fcntl", src, F_DUPFD_CLOEXEC, high), w.fd, w.cloexec)
+        self.renewed.add(w.fd)
+        return True
+
+    def _listen_again(self, w: FileImage) -> bool:
+        """A transplant's IP listener the new process lacks: bound again to its address
+        (free since the old process ended)."""
+        at = sockets.sockaddr(w.details.get("listen", "0:"))
+        if at is None:
+            return False
+        family, raw = at
+        kind = socket.SOCK_STREAM | os.O_CLOEXEC | (w.flags & os.O_NONBLOCK)
+        tmp = self.inj.call("socket", family, kind, 0)
+        if tmp < 0:
+            return False
+        one = self.inj.put(self.scratch + 512, struct.pack("=i", 1))
+        ok = (
+            self.inj.call("setsockopt", tmp, socket.SOL_SOCKET, socket.SO_REUSEADDR, one, 4) == 0
+            and self.inj.call("bind", tmp, self.inj.put(self.scratch, raw), len(raw)) == 0
+            and self.inj.call("listen", tmp, socket.SOMAXCONN) == 0
+        )
+        if not ok:
+            self.inj.call("close", tmp)
+            return False
+        self._move(tmp, w.fd, w.cloexec)
+        self.renewed.add(w.fd)
+        return True
+
     def _stand_in(self, w: FileImage, missing: list[int]) -> str | None:
         """Put something that behaves like `w` gone at its number; what, or None."""
         nonblock = w.flags & os.O_NONBLOCK
         pair = self.scratch  # int[2] out of socketpair / pipe2
-        ends = [self.want[n] for n in missing if self.want[n].kind == "pipe"]
-        ends = [e for e in ends if e.ino == w.ino]
-        if w.kind == "pipe" and any(_pipe_read_end(e) != _pipe_read_end(w) for e in ends):
-            return self._pipe(ends)
+        if w.kind == "pipe":
+            ends = [self.want[n] for n in missing if self.want[n].ino == w.ino]
+            if any(e.kind == "pipe" and _pipe_read_end(e) != _pipe_read_end(w) for e in ends):
+                return self._pipe(ends)
+        peer = w.details.get("peer")
+        if w.kind == "socket" and peer:
+            ends = [self.want[n] for n in missing if self.want[n].kind == "socket"]
+            ends = [e for e in ends if e.ino in (w.ino, int(peer))]
+            if any(e.ino == int(peer) for e in ends):
+                return self._socketpair(w, ends)
         if w.kind == "socket":
             kind = socket.SOCK_STREAM | os.O_CLOEXEC | nonblock
             if self.inj.call("socketpair", socket.AF_UNIX, kind, 0, pair) < 0:
@@ -385,28 +445,41 @@ class _Reconciler:
         if other >= 0:
             self.inj.call("close", other)
         self._move(keep, w.fd, w.cloexec)
-        self.stand_ins.add(w.fd)
+        self.renewed.add(w.fd)
         return what
 
     def _pipe(self, ends: list[FileImage]) -> str | None:
         """Both ends of a pipe, each at every number the process had it under (its
         status flags and contents are set like any pipe's, step 5)."""
-        high = max([*self.want, 2]) + 1
-        pair = self.scratch
-        if self.inj.call("pipe2", pair, os.O_CLOEXEC) < 0:
+        if self.inj.call("pipe2", self.scratch, os.O_CLOEXEC) < 0:
             return None
-        made = [self._lift(fd, high) for fd in struct.unpack("ii", self.inj.mem.read(pair, 8))]
+        return self._place(ends, lambda e: 0 if _pipe_read_end(e) else 1, _WHOLE_PIPE)
+
+    def _socketpair(self, w: FileImage, ends: list[FileImage]) -> str | None:
+        """Both ends of a unix socket pair the process held (asyncio's self-pipe)."""
+        kind = {v: k for k, v in sockets.TYPES.items()}.get(w.details.get("type", ""))
+        if kind is None:
+            return None
+        if self.inj.call("socketpair", socket.AF_UNIX, kind | os.O_CLOEXEC, 0, self.scratch) < 0:
+            return None
+        return self._place(ends, lambda e: 0 if e.ino == w.ino else 1, _WHOLE_PAIR)
+
+    def _place(self, ends: list[FileImage], side: Callable[[FileImage], int], what: str) -> str:
+        """The two fds a pipe2/socketpair left in scratch, at every number of `ends`."""
+        high = max([*self.want, 2]) + 1
+        made = [
+            self._lift(fd, high) for fd in struct.unpack("ii", self.inj.mem.read(self.scratch, 8))
+        ]
         try:
             for e in ends:
-                got = self.inj.check(
-                    "fcntl", made[0 if _pipe_read_end(e) else 1], F_DUPFD_CLOEXEC, high
-                )
+                got = self.inj.check("fcntl", made[side(e)], F_DUPFD_CLOEXEC, high)
                 self._move(got, e.fd, e.cloexec)
-                self.stand_ins.add(e.fd)
+                self.placed.add(e.fd)
+                self.renewed.add(e.fd)
         finally:
             for fd in made:
                 self.inj.call("close", fd)
-        return _WHOLE_PIPE
+        return what
 
     def _lift(self, fd: int, high: int) -> int:
         """`fd` moved to `high` or above: temporaries never take a number still wanted."""
@@ -458,7 +531,7 @@ class _Reconciler:
         for k, item in sorted(wanted.items()):
             if k in present:
                 continue
-            if not _names(now.get(item.tfd), item) and item.tfd not in self.stand_ins:
+            if not _names(now.get(item.tfd), item) and item.tfd not in self.renewed:
                 self._note(w, f"registration of fd {item.tfd} dropped: that file is not back")
                 continue
             result = self._ctl(e, EPOLL_CTL_ADD, item)
@@ -520,7 +593,9 @@ class _Reconciler:
                 self._set_eventfd(w, c, mine)
         if w.kind in ("timerfd", "signalfd") and c.details != w.details:
             self._note(w, "its settings changed since the snapshot and are not restored")
-        if _pipe_read_end(w) and w.content is not None and not shared:
+        if w.kind == "socket" and w.content and w.fd in self.placed:
+            self._refill(w)
+        elif _pipe_read_end(w) and w.content is not None and not shared:
             want = base64.b64decode(w.content)
             if fds.peek_pipe(mine) != want:
                 fds.set_pipe_content(mine, want)
@@ -538,6 +613,16 @@ class _Reconciler:
                     w, "its other end was closed since the snapshot; the process will see it closed"
                 )
 
+    def _refill(self, w: FileImage) -> None:
+        """The bytes that waited in a socket of a pair made whole, sent by its peer."""
+        assert w.content is not None
+        peer = next((p for p in self.want.values() if str(p.ino) == w.details.get("peer")), None)
+        if peer is None:
+            return
+        with fds.borrowed(self.pidfd, peer.fd) as other:
+            os.write(other, base64.b64decode(w.content))
+        self.report.pipes.append(w.fd)
+
     def _set_eventfd(self, w: FileImage, c: FileImage, mine: int) -> None:
         assert w.eventfd_count is not None
         count = c.eventfd_count or 0
@@ -553,6 +638,21 @@ class _Reconciler:
 
     def _note(self, w: FileImage, text: str) -> None:
         self.report.notes.append(f"fd {w.fd} ({w.link}): {text}")
+
+
+def _listeners(pidfd: int, table: dict[int, FileImage]) -> dict[str, int]:
+    """The process's listening sockets by address."""
+    out: dict[str, int] = {}
+    for n, f in table.items():
+        if f.kind == "socket":
+            try:
+                with fds.borrowed(pidfd, n) as mine:
+                    at = sockets.describe(mine).get("listen")
+            except OSError:
+                continue
+            if at is not None:
+                out.setdefault(at, n)
+    return out
 
 
 def _inner(f: FileImage, table: Iterable[FileImage]) -> bool:

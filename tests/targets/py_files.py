@@ -149,6 +149,15 @@ class Closed(Base):
         check(eventfd_read(self.efd) == 5, "eventfd counter lost")
         return ""
 
+    def moved(self) -> str:
+        """verify, after a transplant: the same kinds of files at the same numbers (new
+        ones: their inodes differ), holding and doing what they did at the snapshot."""
+        now = {n: link.split(":")[0] for n, link in fd_table().items()}
+        then = {n: link.split(":")[0] for n, link in self.table.items()}
+        check(now == then, f"fd kinds {now} differ from the snapshot's {then}")
+        self.table = fd_table()
+        return self.verify()
+
     def work(self) -> str:
         if getattr(self, "mutated", False):  # closed: only new files can be used
             return super().work()
@@ -402,4 +411,7 @@ MODES = {
 
 if __name__ == "__main__":
     state = MODES[sys.argv[1]](*sys.argv[2:])
-    serve({"mutate": state.mutate, "verify": state.verify, "work": state.work, "fds": state.fds})
+    handlers = {"mutate": state.mutate, "verify": state.verify, "work": state.work}
+    if isinstance(state, Closed):
+        handlers["moved"] = state.moved
+    serve({**handlers, "fds": state.fds})
