@@ -214,6 +214,11 @@ class _Reconciler:
         return self.keeper.lookup(self.pid, self.key, fd)
 
     def same(self, want: FileImage, now: FileImage) -> bool:
+        if self.moving and want.kind not in ("file", "dir", "char"):
+            # nothing but a file on disk outlives the old process; anon inodes look
+            # alike (every epoll is "the same"), and a kept epoll would go on
+            # watching the new process's files under the old numbers
+            return False
         held = self.held(want.fd)
         if held is not None:
             same = fds.same_file(self.pid, want.fd, os.getpid(), held)
@@ -324,7 +329,10 @@ class _Reconciler:
                     self.report.reopened.append(n)
                 elif (what := self._stand_in(w, missing)) is not None:
                     self.report.stand_ins.append(n)
-                    if what not in (_WHOLE_PIPE, _WHOLE_PAIR):  # those lose nothing
+                    # those lose nothing; nor, in a transplant (where nothing survives),
+                    # an eventfd with its counter or an epoll with its registrations
+                    faithful = self.moving and w.kind in ("eventfd", "epoll")
+                    if what not in (_WHOLE_PIPE, _WHOLE_PAIR) and not faithful:
                         self._note(
                             w, f"was gone and no duplicate of it is held: replaced by {what}"
                         )

@@ -505,6 +505,13 @@ def apply_image(
 
     for t in [*threads.missing, *threads.moved]:
         finish_recreated(fz, t, live[t.tid], result.notes)
+    if threads.moved:
+        try:
+            transplant.retarget_pid_caches(
+                fz, meta, (run for pages in image.contents for run in pages.iter_runs())
+            )
+        except Exception as e:  # past the point of no return: say it, go on
+            result.notes.append(f"pids the restored memory caches were not all updated: {e}")
     if relocating:
         for t in meta.threads:
             if t.state is not None and t not in threads.missing + threads.moved:

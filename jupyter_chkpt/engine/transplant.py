@@ -29,9 +29,11 @@ vDSO and the mm fields back to the safety image's.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
+from collections.abc import Iterable
 from typing import NoReturn
 
 from ..errors import EngineError, Incompatible, SyscallInjectionFailed
@@ -49,6 +51,9 @@ ARCH_MAP_VDSO_64 = 0x2003
 RSEQ_FLAG_UNREGISTER = 1
 PROT_READ, PROT_WRITE = 1, 2
 MAP_PRIVATE, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE = 0x02, 0x20, 0x100000
+_HOLDER = b"_RunningLoopHolder\0"
+_USER, _USER_END = 1 << 16, 1 << 47  # where user-space pointers can point
+_NEAR_SIGNALER = 160  # bytes: a mailbox's mutex, handle and poller, then its owner's fields
 VDSO_AREA = ("[vvar]", "[vvar_vclock]", "[vdso]")
 # struct prctl_mm_map: eleven addresses, the auxv pointer, its size, an exe fd
 _MM_ORDER = (
@@ -181,6 +186,71 @@ def relocate(fz: Frozen, meta: ImageMeta, scratch: int, busy: list[tuple[int, in
         addr, length, sig = rseq
         fz.injector.check("rseq", addr, length, RSEQ_FLAG_UNREGISTER, sig)
     return scratch
+
+
+def retarget_pid_caches(fz: Frozen, meta: ImageMeta, runs: Iterable[tuple[int, memoryview]]) -> int:
+    """After the memory is written: pids the restored memory holds as its own that a
+    program checks against getpid(), so that it does not believe it was forked.
+    libzmq's signalers (every socket's and I/O thread's mailbox) are `{int w, r;
+    pid_t pid}`, `w == r` an eventfd: found by that shape, with the snapshot's
+    eventfd numbers; a mismatch makes every wait fail as if after fork (a busy
+    loop). The object holding a mailbox keeps its own copy a few fields further
+    (the reaper's `_pid`: a mismatch makes it spin), as do the mailbox mutexes
+    the main thread held (owner tid = pid): the old pid within `_NEAR_SIGNALER`
+    bytes after a signaler is the process's own too. CPython's records of running
+    asyncio loops, found by their type's name (`_loop_holder`). Python-level caches
+    are the kernel side's business. Returns how many were rewritten."""
+    old, new = meta.process.pid, fz.pid
+    efds = {f.fd for f in meta.files or [] if f.kind == "eventfd"}
+    if not efds or old == new:
+        return 0
+    needle = struct.pack("<i", old)
+    fixed = 0
+    types: dict[int, bool] = {}
+    for vaddr, data in runs:
+        for at in _find_all(data, needle):
+            if at % 4 or at < 8:
+                continue
+            if at >= 24 and _loop_holder(fz, struct.unpack_from("<Q", data, at - 16)[0], types):
+                fz.mem.write(vaddr + at, struct.pack("<i", new))
+                fixed += 1
+                continue
+            w, r = struct.unpack_from("<ii", data, at - 8)
+            if w != r or w not in efds:
+                continue
+            near = bytes(data[at : at + _NEAR_SIGNALER])
+            for off in range(0, len(near) - 3, 4):
+                if near[off : off + 4] == needle:
+                    fz.mem.write(vaddr + at + off, struct.pack("<i", new))
+                    fixed += 1
+    return fixed
+
+
+def _loop_holder(fz: Frozen, type_addr: int, seen: dict[int, bool]) -> bool:
+    """Whether `type_addr` is CPython 3.11's `_RunningLoopHolder` type: asyncio's
+    record of each thread's running loop, `{PyObject_HEAD; loop; pid_t pid}`, which
+    `get_running_loop()` ignores when the pid is not getpid() ("no running event
+    loop" in every thread that runs one)."""
+    if type_addr in seen:
+        return seen[type_addr]
+    found = False
+    if type_addr % 8 == 0 and _USER <= type_addr < _USER_END:
+        with contextlib.suppress(EngineError, OSError, ValueError, struct.error):
+            (name,) = struct.unpack("<Q", fz.mem.read(type_addr + 24, 8))  # tp_name
+            if _USER <= name < _USER_END:
+                found = fz.mem.read(name, len(_HOLDER)) == _HOLDER
+    seen[type_addr] = found
+    return found
+
+
+def _find_all(data: memoryview, needle: bytes, chunk: int = 64 << 20) -> Iterable[int]:
+    """Offsets of `needle` in `data`, read in chunks (no copy of a whole image)."""
+    for start in range(0, len(data), chunk):
+        piece = bytes(data[start : start + chunk + len(needle) - 1])
+        at = piece.find(needle)
+        while at >= 0:
+            yield start + at
+            at = piece.find(needle, at + 1)
 
 
 def rseq_back(fz: Frozen, image_rseq: list[int] | None, thread: Thread) -> None:

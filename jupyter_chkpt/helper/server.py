@@ -46,6 +46,7 @@ from ..errors import (
     SnapshotInUse,
     StoreError,
     UnknownSnapshot,
+    UnsupportedState,
     as_chkpt_error,
 )
 from ..proc import procfs
@@ -66,10 +67,26 @@ STORE_NICE = 10  # background stores of automatic snapshots
 CANCEL_POLL_S = 0.1  # how often a cancellable wait looks for a cancel
 REFUSED_DRAIN_S = 10.0  # at most, reading what a refused peer still sends
 REFUSED_DRAIN_BYTES = 1 << 20
-EARLIER_WHY = (
-    "it belongs to an earlier process of this kernel (before a restart): restoring a "
-    "snapshot into a different process is not supported yet; delete it to free its space"
+MOVE_ENV = "JUPYTER_CHKPT_MOVE"  # opt-in: snapshots of earlier processes can be restored
+EARLIER_HOW = (
+    "it belongs to an earlier process of this kernel (before a restart or a crash): "
+    "restoring it moves its whole state into this kernel's process"
 )
+EARLIER_EXPERIMENTAL = (
+    "it belongs to an earlier process of this kernel (before a restart or a crash): "
+    "moving it into this kernel's process is experimental (its state comes back, but its "
+    "output does not reach the notebook reliably yet); start Jupyter with "
+    f"{MOVE_ENV}=1 to try it, or delete it to free its space"
+)
+EARLIER_OLD = (
+    "it belongs to an earlier process of this kernel and was taken by an older "
+    "jupyter-chkpt, which did not record what moving it into another process needs; "
+    "delete it to free its space"
+)
+
+
+def _moving_enabled() -> bool:
+    return os.environ.get(MOVE_ENV, "") == "1"
 
 
 @dataclass
@@ -666,7 +683,16 @@ class HelperServer:
             k.activity = None
 
     def _restore(self, k: Kernel, conn: Connection, req: dict[str, Any]) -> None:
-        if self._resolve(k, str(req.get("ref", ""))).id in k.pending:
+        ref = str(req.get("ref", ""))
+        earlier = self._earlier_named(k, ref)
+        if earlier is not None:
+            if not _moving_enabled():
+                raise UnsupportedState(
+                    f"snapshot {earlier.id} cannot be restored: {EARLIER_EXPERIMENTAL}"
+                )
+            self._transplant(k, conn, req, earlier)
+            return
+        if self._resolve(k, ref).id in k.pending:
             # the snapshot must be stored first (stores go in order)
             self._acquire(k.store_lock, k, conn, req, "restore")
             k.store_lock.release()
@@ -710,6 +736,57 @@ class HelperServer:
                 }
                 with contextlib.suppress(OSError):
                     taken[0].send(protocol.ok(taken[1], reply))
+        finally:
+            k.lock.release()
+
+    def _earlier_named(self, k: Kernel, ref: str) -> SnapshotInfo | None:
+        """The earlier process's snapshot `ref` names, if it names none of this one's."""
+        try:
+            self._resolve(k, ref)
+            return None
+        except UnknownSnapshot:
+            earlier = self._earlier(k)
+            if not earlier:
+                raise
+        return refs.resolve(
+            earlier, ref, where="the earlier kernels of this notebook", listing="%snapshots"
+        )
+
+    def _transplant(
+        self, k: Kernel, conn: Connection, req: dict[str, Any], snap: SnapshotInfo
+    ) -> None:
+        """Restore an earlier process's snapshot into this kernel's process: its state
+        moves in whole (engine/transplant.py). The restored memory learns it from the
+        word the restore leaves (its own connection to us was the earlier process's)."""
+        self._acquire(k.lock, k, conn, req, "restore")
+        try:
+            k.doing(
+                "restore",
+                "freezing the kernel and moving the earlier kernel's state into it",
+                snap.mem_bytes,
+            )
+            try:
+                result = restore(
+                    k.pid,
+                    self.store,
+                    snap.id,
+                    keeper=self.keeper,
+                    safety=k.safety,
+                    handoff={"snapshot": snap.to_json(), "carry": req.get("carry") or {}},
+                    proceed=lambda: self._go_on(k, conn, req, "restore"),
+                    into=True,
+                )
+            finally:
+                self._release_buffers(k)
+            k.tracking.drop_base()  # nothing of the tracked layout is left
+            k.live = snap.id
+            log.info(
+                "PID %d: moved in %s of PID %d (%.3f s frozen)",
+                k.pid,
+                snap.id,
+                snap.pid,
+                result.pause_s,
+            )
         finally:
             k.lock.release()
 
@@ -780,10 +857,18 @@ class HelperServer:
             "kernel": k.describe(),
             "snapshots": [i.to_json() for i in mine],
             "usage": {"count": len(mine), "stored_bytes": sum(i.stored_bytes for i in mine)},
-            "earlier": [
-                {**i.to_json(), "restorable": False, "why": EARLIER_WHY} for i in self._earlier(k)
-            ],
+            "earlier": [self._earlier_json(i) for i in self._earlier(k)],
         }
+
+    def _earlier_json(self, info: SnapshotInfo) -> dict[str, Any]:
+        try:
+            movable = self.store.load_meta(info.id).mm is not None
+        except ChkptError:
+            movable = False
+        enabled = _moving_enabled()
+        why = EARLIER_OLD if not movable else EARLIER_HOW if enabled else EARLIER_EXPERIMENTAL
+        restorable = movable and enabled and not info.damage
+        return {**info.to_json(), "restorable": restorable, "why": why}
 
     def _earlier(self, k: Kernel) -> list[SnapshotInfo]:
         """Snapshots of earlier processes of the same kernel (a restart keeps its id)

@@ -57,6 +57,7 @@ log = logging.getLogger("jupyter_chkpt.kernel")
 PR_SET_PTRACER = 0x59616D61
 HANDLED_MEMORY = 10_000  # ids of handled shell messages remembered (stale-request filter)
 IOPUB_DRAIN_S = 0.05  # at most, for zmq's IO threads to send what the IOPub thread sent
+REGISTER_ATTEMPTS = 3  # a new connection to a helper that turns out to be dying
 RECONNECT_WAIT_S = 5.0  # at most, for frontends whose connections the restore reset
 ZMTP_SETTLE_S = 0.1  # after their TCP connections are back, for zmq's handshakes
 CANCEL_TIMEOUT_S = 10.0  # at most, for the helper to take a cancel
@@ -302,21 +303,32 @@ class Checkpointer:
     @property
     def client(self) -> HelperClient:
         if self._client is None:
-            client = HelperClient()
-            try:
-                reply = client.call(
-                    "register",
-                    timeout=30,
-                    pid=os.getpid(),
-                    kernel_id=self._kernel_id(),
-                    # jupyter_server names the notebook for its kernels
-                    notebook=os.environ.get("JPY_SESSION_NAME", "")[:4096],
-                )
-            except BaseException:
-                client.close()
-                raise
-            _allow_ptrace_by(int(reply["helper_pid"]))
-            self._client = client
+            for attempt in range(REGISTER_ATTEMPTS):
+                client = HelperClient()
+                try:
+                    reply = client.call(
+                        "register",
+                        timeout=30,
+                        pid=os.getpid(),
+                        kernel_id=self._kernel_id(),
+                        # jupyter_server names the notebook for its kernels
+                        notebook=os.environ.get("JPY_SESSION_NAME", "")[:4096],
+                    )
+                except HelperStopped:
+                    # connected to a helper that was dying (killed: its socket still took
+                    # connections for a moment); registering again is harmless
+                    client.close()
+                    if attempt + 1 == REGISTER_ATTEMPTS:
+                        raise
+                    time.sleep(0.05)
+                    continue
+                except BaseException:
+                    client.close()
+                    raise
+                _allow_ptrace_by(int(reply["helper_pid"]))
+                self._client = client
+                break
+        assert self._client is not None
         return self._client
 
     def _drop_client(self) -> None:
@@ -439,9 +451,21 @@ class Checkpointer:
         would resolve it, and the listing it was resolved in."""
         listing = self.call("list", now=True)
         snaps = [_Named(str(s["id"]), str(s.get("label") or "")) for s in listing["snapshots"]]
-        if not snaps:
-            raise UnknownSnapshot("this kernel has no snapshots", "Take one with %checkpoint")
-        return refs.resolve(snaps, ref, where="this kernel", listing="%snapshots").id, listing
+        earlier = [
+            _Named(str(s["id"]), str(s.get("label") or ""))
+            for s in listing.get("earlier", [])
+            if s.get("restorable")
+        ]
+        try:
+            if not snaps:
+                raise UnknownSnapshot("this kernel has no snapshots", "Take one with %checkpoint")
+            return refs.resolve(snaps, ref, where="this kernel", listing="%snapshots").id, listing
+        except UnknownSnapshot:
+            if not earlier:
+                raise
+        # an earlier process's (before a restart or a crash): moved into this one
+        where = "this kernel or its earlier processes"
+        return refs.resolve(earlier, ref, where=where, listing="%snapshots").id, listing
 
     def _keep_state_left(
         self, requester: Requester, listing: dict[str, Any]
@@ -843,6 +867,8 @@ class Checkpointer:
             if msg_id:
                 self._seen_since_restore.add(msg_id)
         self._new_history_session()
+        if snap.get("pid") not in (None, os.getpid()):
+            _moved_in(int(snap["pid"]))
         _threads_renumbered(result.get("threads_recreated", []))
         _children_gone(result.get("children_gone", []))
         if result.get("files", {}).get("closed"):
@@ -856,6 +882,12 @@ class Checkpointer:
             f"restored snapshot {snap['id']} ({_describe(snap)}): the kernel is back after "
             f"cell [{count}]; the next cell runs as [{count + 1}]"
         ]
+        if snap.get("pid") not in (None, os.getpid()):
+            came = snap.get("tags", {}).get("notebook") or "this kernel"
+            lines.append(
+                f"  it was taken in an earlier process of {came} (PID {snap['pid']}), whose "
+                f"state now runs in this one (PID {os.getpid()})"
+            )
         if carry.get("left"):
             lines.append(
                 f"  the state it left is kept as snapshot {carry['left']}: "
@@ -1239,6 +1271,32 @@ def _established(port: int) -> int:
                 if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
                     n += 1
     return n
+
+
+def _moved_in(old_pid: int) -> None:
+    """A snapshot of an earlier process now runs in this one (engine/transplant.py):
+    what cached that process's pid believes in this one's. Without it the Sessions
+    refuse to send ("attempted to send message from fork"), output goes to a pipe
+    meant for subprocesses, and pyzmq's Context.instance() makes a new context."""
+    import gc
+
+    from ipykernel.iostream import IOPubThread, OutStream
+    from jupyter_client.session import Session
+
+    pid = os.getpid()
+    for obj in gc.get_objects():
+        if isinstance(obj, Session) and getattr(obj, "pid", None) == old_pid:
+            obj.pid = pid
+        elif isinstance(obj, IOPubThread | OutStream) and obj._master_pid == old_pid:
+            obj._master_pid = pid
+    with contextlib.suppress(ImportError, AttributeError):
+        import zmq
+
+        if zmq.Context._instance_pid == old_pid:
+            zmq.Context._instance_pid = pid
+    main = threading.main_thread()
+    if getattr(main, "_native_id", None) == old_pid:
+        main._native_id = pid  # type: ignore[attr-defined]
 
 
 def _threads_renumbered(pairs: list[list[int]]) -> None:
