@@ -34,6 +34,7 @@ from ..engine.dump import Taken, provisional, take
 from ..engine.journal import refuse_if_needed, safety_file
 from ..engine.keeper import FdKeeper
 from ..engine.rescue import rescue_all
+from ..engine.restore import RestoreResult
 from ..engine.tracking import Tracking
 from ..errors import (
     Cancelled,
@@ -704,22 +705,14 @@ class HelperServer:
             # stand-ins (engine/files.py), and the restored process learns it was
             # restored from the word the restore leaves (engine/journal.py tell).
             taken = self.taken_on.get(snap.id)
-            k.doing(
-                "restore", "freezing the kernel and writing the snapshot's memory", snap.mem_bytes
+            result = self._engine_restore(
+                k,
+                conn,
+                req,
+                snap,
+                "freezing the kernel and writing the snapshot's memory",
+                tracking=k.tracking,
             )
-            try:
-                result = restore(
-                    k.pid,
-                    self.store,
-                    snap.id,
-                    keeper=self.keeper,
-                    safety=k.safety,
-                    tracking=k.tracking,
-                    handoff={"snapshot": snap.to_json(), "carry": req.get("carry") or {}},
-                    proceed=lambda: self._go_on(k, conn, req, "restore"),
-                )
-            finally:
-                self._release_buffers(k)
             k.live = snap.id
             log.info("PID %d: restored %s (%.3f s frozen)", k.pid, snap.id, result.pause_s)
             # The process now waits for the reply to the checkpoint request during
@@ -738,6 +731,32 @@ class HelperServer:
                     taken[0].send(protocol.ok(taken[1], reply))
         finally:
             k.lock.release()
+
+    def _engine_restore(
+        self,
+        k: Kernel,
+        conn: Connection,
+        req: dict[str, Any],
+        snap: SnapshotInfo,
+        doing: str,
+        **how: Any,
+    ) -> RestoreResult:
+        """The engine's restore of `snap` into the kernel, as a request asked for it;
+        `how`: tracking (in place) or into (a transplant)."""
+        k.doing("restore", doing, snap.mem_bytes)
+        try:
+            return restore(
+                k.pid,
+                self.store,
+                snap.id,
+                keeper=self.keeper,
+                safety=k.safety,
+                handoff={"snapshot": snap.to_json(), "carry": req.get("carry") or {}},
+                proceed=lambda: self._go_on(k, conn, req, "restore"),
+                **how,
+            )
+        finally:
+            self._release_buffers(k)
 
     def _earlier_named(self, k: Kernel, ref: str) -> SnapshotInfo | None:
         """The earlier process's snapshot `ref` names, if it names none of this one's."""
@@ -760,24 +779,14 @@ class HelperServer:
         word the restore leaves (its own connection to us was the earlier process's)."""
         self._acquire(k.lock, k, conn, req, "restore")
         try:
-            k.doing(
-                "restore",
+            result = self._engine_restore(
+                k,
+                conn,
+                req,
+                snap,
                 "freezing the kernel and moving the earlier kernel's state into it",
-                snap.mem_bytes,
+                into=True,
             )
-            try:
-                result = restore(
-                    k.pid,
-                    self.store,
-                    snap.id,
-                    keeper=self.keeper,
-                    safety=k.safety,
-                    handoff={"snapshot": snap.to_json(), "carry": req.get("carry") or {}},
-                    proceed=lambda: self._go_on(k, conn, req, "restore"),
-                    into=True,
-                )
-            finally:
-                self._release_buffers(k)
             k.tracking.drop_base()  # nothing of the tracked layout is left
             k.live = snap.id
             log.info(
