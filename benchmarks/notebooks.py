@@ -7,8 +7,11 @@ after every cell) and dill (`dill.dump_session` after every cell). Then each goe
 back to the middle cell (`%restore`, Kishu's checkout, `dill.load_session`) and the
 state is checked. Printed per workload and tool: overhead per cell (mean, over the
 plain run), time frozen (jupyter-chkpt), time back to the middle cell, storage, and
-the memory of the kernel and of jupyter-chkpt's helper. Last, what tracking costs a
-cell that rewrites 1 GiB (tracking armed, and not).
+the memory of the kernel and of jupyter-chkpt's helper. Then what tracking costs a
+cell that rewrites 1 GiB (tracking armed, and not), and a 1 GiB kernel back after a
+crash: its snapshot moved into the kernel the manager started again (request to
+reply), beside dill's load_session of the same array into a fresh kernel, an
+in-place restore, and a plain copy of the 1 GiB.
 
     pip install '.[bench]'      # kishu==0.3.4, dill, pandas
     python benchmarks/notebooks.py [--workloads numpy,pandas,tiny,percent] [--no-kishu]
@@ -246,13 +249,64 @@ def long_session(env: dict[str, str], cells: int = 20) -> tuple[int, float, list
         k.shutdown()
 
 
+@dataclass
+class Crash:
+    moved_s: float  # %restore of the dead process's snapshot, request to reply
+    in_place_s: float  # %restore of the same snapshot in place, for comparison
+    copy_s: float  # the new kernel copying 1 GiB (np.copy): the bare memory cost
+    dill_s: float | None  # dill.load_session of the array into a fresh kernel
+    gen_ok: bool  # the generator went on (dill cannot save one: its run has none)
+
+
+def after_a_crash(env: dict[str, str], base: Path) -> Crash:
+    """A 1 GiB kernel with a generator: snapshot, SIGKILL, the manager starts it again,
+    `%restore` moves the snapshot into the new process."""
+    k = kernels.Kernel(env)
+    try:
+        k.ok("import numpy as np; a = np.random.default_rng(0).random(2**27)")
+        k.ok("import itertools; gen = itertools.count(); next(gen)")
+        snap = k.chkpt("checkpoint", label="big").content["snapshot"]["id"]
+        old = k.pid
+        os.kill(old, 9)
+        k.km.provisioner.process.wait(30)  # type: ignore[union-attr]
+        k.km.restart_kernel(now=True)
+        k.kc.wait_for_ready(timeout=60)
+        moved = timed(k, f"%restore {snap}")
+        gen_ok = k.value("next(gen)") == "1" and k.value("a.size") == str(2**27)
+        k.ok("b = 1")
+        in_place = timed(k, f"%restore {snap}")
+        copy = timed(k, "c = np.copy(a)")
+    finally:
+        k.shutdown()
+    dill_s = None
+    k = kernels.Kernel(env, "python3")
+    try:
+        k.ok("import dill, numpy as np; a = np.random.default_rng(0).random(2**27)")
+        path = str(base / "big.pkl")
+        k.ok(f"dill.dump_session({path!r})", timeout=900)
+        k.shutdown()
+        k = kernels.Kernel(env, "python3")
+        k.ok("import dill")
+        dill_s = timed(k, f"dill.load_session({path!r})")
+    except AssertionError:
+        pass  # dill not installed: pip install '.[bench]'
+    finally:
+        k.shutdown()
+    return Crash(moved, in_place, copy, dill_s, gen_ok)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--workloads", default="numpy,pandas,tiny,percent", help="or none")
     ap.add_argument("--no-kishu", action="store_true")
+    ap.add_argument(
+        "--only-crash", action="store_true", help="only the 1 GiB kernel back after a crash"
+    )
     args = ap.parse_args()
+    if args.only_crash:
+        args.workloads = "none"
     try:
         import kishu  # noqa: F401
 
@@ -281,10 +335,20 @@ def main() -> int:
         (base / "rt").mkdir(mode=0o700)
         env = kernels.kernel_env(base / "rt", base / "store")
         os.environ["JUPYTER_RUNTIME_DIR"] = env["JUPYTER_RUNTIME_DIR"]
-        armed, plain = tracking_cost(env)
+        if not args.only_crash:
+            armed, plain = tracking_cost(env)
+            stop_helper()
+            idle, back, backs = long_session(env)
+            stop_helper()
+        crash = after_a_crash(env, base)
         stop_helper()
-        idle, back, backs = long_session(env)
-        stop_helper()
+    if not args.only_crash:
+        report_long(armed, plain, idle, back, backs)
+    report_crash(crash)
+    return 0
+
+
+def report_long(armed: float, plain: float, idle: int, back: float, backs: list[float]) -> None:
     print(
         f"\ntracking's cost to a cell rewriting 1 GiB: {armed:.3f} s armed vs {plain:.3f} s "
         f"without ({(armed / plain - 1) * 100:+.1f}%)"
@@ -293,7 +357,20 @@ def main() -> int:
         f"1 GiB kernel, 20 cells with automatic snapshots: helper idle at {idle / MiB:.0f} MiB;"
         f" back one cell (%restore -2) {back:.3f} s (of {', '.join(f'{b:.3f}' for b in backs)})"
     )
-    return 0
+
+
+def report_crash(crash: Crash) -> None:
+    dill = (
+        f"{crash.dill_s:.3f} s ({crash.moved_s / crash.dill_s:.2f}x), the array only"
+        if crash.dill_s
+        else "not installed"
+    )
+    print(
+        f"1 GiB kernel after a crash, its snapshot moved into the new process: "
+        f"{crash.moved_s:.3f} s request to reply (generator went on: {crash.gen_ok}); "
+        f"in place {crash.in_place_s:.3f} s; a plain 1 GiB copy {crash.copy_s:.3f} s "
+        f"({crash.moved_s / crash.copy_s:.1f}x); dill's load_session {dill}"
+    )
 
 
 def stop_helper() -> None:

@@ -113,8 +113,25 @@ class Kernel:
 
     def reply_to(self, msg_id: str, timeout: float = TIMEOUT) -> Result:
         """Wait for the reply and the idle of one request."""
-        reply = self.kc._recv_reply(msg_id, timeout=timeout)
+        reply = self.shell_reply(msg_id, timeout)
         return Result(reply, self._iopub_until_idle(msg_id, timeout))
+
+    def shell_reply(self, msg_id: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """The reply to `msg_id`, reading IOPub meanwhile as frontends do: a SUB
+        socket subscribes (again, after its connection was reset) only when its own
+        thread takes it in, and the kernel waits for that before it publishes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return dict(self.kc._recv_reply(msg_id, timeout=0.05))
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+            while True:
+                try:
+                    self._stash.append(self.kc.get_iopub_msg(timeout=0))
+                except queue.Empty:
+                    break
 
     def run(self, code: str, timeout: float = TIMEOUT) -> Result:
         return self.reply_to(self.kc.execute(code), timeout)

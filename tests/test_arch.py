@@ -46,6 +46,15 @@ def test_regs_round_trip_and_syscall_loading() -> None:
     )
 
 
+def test_arguments_a_syscall_is_not_given_are_zero() -> None:
+    """Not the thread's leftovers: prctl(PR_SET_MM, PR_SET_MM_MAP, addr, len) answers
+    EINVAL when r8 (its fifth argument) is not zero (seen rolling back a transplant)."""
+    r = arch.regs_from_dict(regs(rdx=7, r10=8, r8=9, r9=10))
+    arch.load_syscall(r, 0x5000, arch.SYS["prctl"], (35, 14, 0x1000, 104))
+    out = arch.regs_to_dict(r)
+    assert [out[k] for k in ("rdi", "rsi", "rdx", "r10", "r8", "r9")] == [35, 14, 0x1000, 104, 0, 0]
+
+
 def test_native_syscall_numbers() -> None:
     assert (arch.SYS["rt_sigaction"], arch.SYS["brk"], arch.SYS["exit"], arch.SYS["openat"]) == (
         13,

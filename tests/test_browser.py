@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -717,7 +718,8 @@ def test_kernel_restart_shows_the_new_kernel_and_earlier_ones(lab, page) -> None
     panel.get_by_text("No snapshots yet").wait_for()
     assert not _row_ids(page)
 
-    # the old process's snapshots: collapsed under "Earlier kernels", deletable, not restorable
+    # the old process's snapshots: collapsed under "Earlier kernels", deletable, restorable
+    # into the new process
     earlier = panel.locator("details.jp-chkpt-earlier")
     earlier.wait_for()
     summary = earlier.locator("summary").inner_text()
@@ -729,9 +731,9 @@ def test_kernel_restart_shows_the_new_kernel_and_earlier_ones(lab, page) -> None
     assert re.search(r"ago", old_a.inner_text()), old_a.inner_text()
     old_a.hover()
     restore = old_a.locator("button.jp-chkpt-restore")
-    assert restore.is_disabled()
-    why = restore.get_attribute("title") or ""
-    assert why and why == old_a.locator(".jp-chkpt-disabled-wrap").get_attribute("title"), why
+    assert restore.is_enabled()
+    title = restore.get_attribute("title") or ""
+    assert f"Restore {a} into the running kernel (from its process {old_pid})" == title, title
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     panel.screenshot(path=str(ARTIFACTS / "panel-earlier.png"))
     old_a.hover()
@@ -743,11 +745,59 @@ def test_kernel_restart_shows_the_new_kernel_and_earlier_ones(lab, page) -> None
     )
     assert earlier.evaluate("e => e.open")  # stays open across refreshes
 
-    # the new kernel's own snapshots show as usual
-    _run(page, 0, 1)
+    # Restore on an earlier process's snapshot moves its state into the new kernel
+    assert "NameError" in _run_and_read(page, 2, 1)
+    old_b = earlier.locator(f".jp-chkpt-row[data-snapshot='{b}']")
+    old_b.hover()
+    old_b.locator("button.jp-chkpt-restore").click()
+    _notification(page, f"Kernel restored to {b}")
+    _wait_idle(page)
+    _run(page, 2, 3)  # the restored state had run two cells
+    _wait_output(page, 2, "x is 2")
+
+    # the kernel's own snapshots show as usual
+    _run(page, 0, 4)
     c = _take(page, seen)
     _row(page, c).wait_for()
-    assert _row_ids(page) == [c]
+    assert c in _row_ids(page)
+
+
+def _run_and_read(page: Any, i: int, count: int) -> str:
+    _run(page, i, count)
+    return _output(page, i)
+
+
+@pytest.mark.timeout(600)
+def test_a_kernel_that_died_offers_its_last_snapshot(lab, page) -> None:
+    """The kernel is SIGKILLed (as the OOM killer would): the server starts it again, and
+    the notification's "Restore the last snapshot" brings the state back into it: a
+    generator goes on where it was, and the notebook stays connected throughout."""
+    _notebook(
+        lab,
+        "crash.ipynb",
+        "import itertools\ngen = itertools.count(10)\nfirst = next(gen)",
+        "print('next is', next(gen))",
+    )
+    _open(page, lab, "crash.ipynb")
+    seen: set[str] = set()
+    _run(page, 0, 1)
+    snap = _take(page, seen)
+    kid = _kernel_id(lab, "crash.ipynb")
+    pid = _rest(lab, "GET", f"chkpt/kernels/{kid}/snapshots")[1]["kernel"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    toast = page.locator(".Toastify__toast", has_text="The kernel died and was started again")
+    toast.wait_for(timeout=60_000)
+    assert "1 snapshot(s)" in toast.inner_text(), toast.inner_text()
+    # JupyterLab's own modal ("appears to have died. It will restart automatically")
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    _wait_idle(page)
+    toast.get_by_role("button", name="Restore the last snapshot").click()
+    _notification(page, f"Kernel restored to {snap}")
+    _wait_idle(page)
+    _run(page, 1, 2)
+    _wait_output(page, 1, "next is 11")  # the generator goes on, in the new process
+    new = _rest(lab, "GET", f"chkpt/kernels/{kid}/snapshots")[1]["kernel"]["pid"]
+    assert new != pid
 
 
 # ---- 5: progress, cancel, the status bar ----------------------------------------------

@@ -236,8 +236,8 @@ def test_snapshots_of_an_earlier_process_are_listed_apart(kernel) -> None:
     listing = kernel.chkpt("list").content
     assert listing["snapshots"] == [] and listing["kernel"]["pid"] == kernel.pid
     earlier = {s["id"]: s for s in listing["earlier"]}
-    assert old in earlier and earlier[old]["restorable"] is False  # opt-in: JUPYTER_CHKPT_MOVE
-    assert "earlier process" in earlier[old]["why"]
+    assert old in earlier and earlier[old]["restorable"] is True, earlier
+    assert "earlier process" in earlier[old]["why"] and earlier[old]["pid"] == old_pid
     assert json.dumps(listing["usage"]) == json.dumps({"count": 0, "stored_bytes": 0})
     # restoring it moves it into this process: test_kernel_transplant.py
 

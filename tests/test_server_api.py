@@ -427,3 +427,36 @@ def test_changes_over_rest_reach_the_event_bus(api, jp_serverapp, jp_asyncio_loo
         ("deleted", snap),
     ], seen
     assert all(e["kernel_id"] == kid for e in seen)
+
+
+@pytest.mark.timeout(300)
+def test_an_earlier_kernels_snapshot_is_restored_over_rest_after_a_restart(
+    api, jp_serverapp, jp_asyncio_loop
+) -> None:
+    """Restart Kernel (a new process, the same kernel id and ports), then POST restore of
+    the old process's snapshot: its state, a generator included, moves into the new one."""
+    go = jp_asyncio_loop.run_until_complete
+    kid = go(start_kernel(api))
+    kc = client(jp_serverapp, kid)
+    run(kc, "import itertools; gen = itertools.count(5); next(gen)")
+    code, created = go(call(api, "POST", "kernels", kid, "snapshots", body={"label": "mine"}))
+    assert code == 201, created
+    snap = created["snapshot"]["id"]
+    old = created["snapshot"]["pid"]
+    r = go(api("api", "kernels", kid, "restart", method="POST", body="{}"))
+    assert r.code == 200
+    kc.wait_for_ready(timeout=60)
+    assert "NameError" in str(kc.execute_interactive("gen", timeout=60)["content"])
+    code, listing = go(call(api, "GET", "kernels", kid, "snapshots"))
+    assert code == 200 and listing["kernel"]["pid"] != old and listing["snapshots"] == []
+    (earlier,) = [s for s in listing["earlier"] if s["id"] == snap]
+    assert earlier["restorable"] is True and earlier["pid"] == old, earlier
+
+    code, restored = go(call(api, "POST", "kernels", kid, "snapshots", snap, "restore", body={}))
+    assert code == 200, restored
+    assert restored["snapshot"]["id"] == snap and restored["snapshot"]["pid"] == old
+    kc.wait_for_ready(timeout=60)  # its connections were reset: as after any restart
+    assert run(kc, "next(gen)") == "6"
+    code, listing = go(call(api, "GET", "kernels", kid, "snapshots"))
+    assert code == 200 and listing["kernel"]["live"] == snap, listing["kernel"]
+    kc.stop_channels()

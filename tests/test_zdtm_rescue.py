@@ -15,6 +15,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,8 +37,8 @@ from jupyter_chkpt.store import Store
 op, pid, root, snap = sys.argv[1:5]
 store = Store(root)
 os.write(1, b"go\\n")
-if op == "restore":
-    restore(int(pid), store, snap)
+if op in ("restore", "transplant"):
+    restore(int(pid), store, snap, into=op == "transplant")
 else:
     checkpoint(int(pid), store)
 os.write(1, b"done\\n")
@@ -231,3 +232,62 @@ def test_an_interrupt_mid_restore_never_leaves_it_half_done(
     assert target.ok("verify") == want
     target.ok("work")
     assert not list(journal_dir().glob("*.json"))
+
+
+@pytest.mark.timeout(1800)
+def test_tracer_killed_at_random_during_a_transplant(spawn, store: Store, runtime: Path) -> None:
+    """A snapshot of a process that died, moved into a new process of the same program
+    (issue 13) by a tracer killed at a random instant: the new process runs on, whole,
+    as itself (its generation 1) or as the snapshot (0), and can take the snapshot
+    afterwards. Its layout, vDSO, threads and fds all move, so the window is wide."""
+    first = spawn("py_rescue.py", str(MIB // 4), "named")
+    snap0 = checkpoint(first.pid, store)
+    first.kill()
+
+    def fresh() -> zdtm.Target:
+        t = spawn("py_rescue.py", str(MIB // 4), "named")
+        t.ok("mutate")  # its own state, generation 1
+        return t
+
+    target = fresh()
+    journal = journal_dir() / f"{target.pid}.json"
+    took = Tracer("transplant", target.pid, store, snap0.id).finish()
+    assert target.ok("verify") == "0"
+    target.ok("work")
+    target.kill()
+    target = fresh()
+    journal = journal_dir() / f"{target.pid}.json"
+    window = Tracer("transplant", target.pid, store, snap0.id).frozen_for(journal)
+    target.kill()
+    rng = random.Random("rescue-transplant")
+    phases: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    for trial in range(TRIALS):
+        target = fresh()
+        journal = journal_dir() / f"{target.pid}.json"
+        tracer = Tracer("transplant", target.pid, store, snap0.id)
+        if trial % 3 == 0:
+            delay = rng.uniform(0, 1.2 * took)
+        else:
+            tracer.wait_frozen(journal)
+            delay = rng.uniform(0, 1.1 * window)
+        phase = tracer.kill_after(delay, journal)
+        phases[phase] = phases.get(phase, 0) + 1
+        done = rescue_all()
+        released(target, f"trial {trial}, killed in phase {phase!r}: {done}")
+        assert not journal.exists(), done
+        reply = target.ok("verify")
+        assert reply in {"0", "1"}, f"trial {trial}: {reply} ({done})"
+        outcomes[reply] = outcomes.get(reply, 0) + 1
+        target.ok("work")
+        if reply == "1":  # rolled back: the move can still be made
+            restore(target.pid, store, snap0.id, into=True)
+            assert target.ok("verify") == "0"
+            target.ok("work")
+        target.kill()
+    print(f"transplant: killed in phases {phases}; outcomes {outcomes}")
+    assert TRIALS - phases.get("", 0) >= TRIALS // 3, (phases, outcomes)
+    assert snap0.id in {s.id for s in store.list()}
+    assert not list(journal_dir().glob("*.json"))
+    for leftover in Path(tempfile.gettempdir()).glob("chkpt-rescue-named-*"):
+        leftover.unlink()

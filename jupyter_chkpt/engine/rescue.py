@@ -210,12 +210,12 @@ def _roll_back(fz: Frozen, j: Journal) -> str:
     with open(j.safety_file, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         buf = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) if size else None
+    view = memoryview(buf) if buf is not None else memoryview(b"")
     try:
-        view = memoryview(buf) if buf is not None else memoryview(b"")
         image = Image(meta, j.safety_present, [PageRuns(view, j.safety_runs)])
         _apply_fresh(fz, image, rollback=True)
-        view.release()
     finally:
+        view.release()  # before the close: an exported buffer cannot be closed
         if buf is not None:
             buf.close()
     with contextlib.suppress(FileNotFoundError):

@@ -49,7 +49,7 @@ def whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def register(req: dict[str, Any], peer_pid: int) -> tuple[int, str, str]:
+def register(req: dict[str, Any], peer_pid: int) -> tuple[int, str, str, str | None]:
     pid = req.get("pid", peer_pid)
     if not whole(pid):
         raise _bad("register", "pid", "an integer")
@@ -59,7 +59,12 @@ def register(req: dict[str, Any], peer_pid: int) -> tuple[int, str, str]:
     notebook = req.get("notebook") or ""
     if not isinstance(notebook, str) or len(notebook) > 4096:
         raise _bad("register", "notebook", "a path of at most 4096 characters")
-    return pid, kernel_id, notebook
+    # the snapshot the kernel's state derives from, as the kernel knows it (a new
+    # helper, or the process a snapshot was moved into, registers afresh)
+    live = req.get("live")
+    if live is not None and not (isinstance(live, str) and SNAP_ID.fullmatch(live)):
+        raise _bad("register", "live", "8 lowercase hex digits or null")
+    return pid, kernel_id, notebook, live
 
 
 def checkpoint(req: dict[str, Any]) -> Checkpoint:

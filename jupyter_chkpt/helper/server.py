@@ -68,16 +68,15 @@ STORE_NICE = 10  # background stores of automatic snapshots
 CANCEL_POLL_S = 0.1  # how often a cancellable wait looks for a cancel
 REFUSED_DRAIN_S = 10.0  # at most, reading what a refused peer still sends
 REFUSED_DRAIN_BYTES = 1 << 20
-MOVE_ENV = "JUPYTER_CHKPT_MOVE"  # opt-in: snapshots of earlier processes can be restored
+MOVE_ENV = "JUPYTER_CHKPT_MOVE"  # "0": snapshots of earlier processes stay unrestorable
 EARLIER_HOW = (
     "it belongs to an earlier process of this kernel (before a restart or a crash): "
     "restoring it moves its whole state into this kernel's process"
 )
-EARLIER_EXPERIMENTAL = (
-    "it belongs to an earlier process of this kernel (before a restart or a crash): "
-    "moving it into this kernel's process is experimental (its state comes back, but its "
-    "output does not reach the notebook reliably yet); start Jupyter with "
-    f"{MOVE_ENV}=1 to try it, or delete it to free its space"
+EARLIER_DISABLED = (
+    "it belongs to an earlier process of this kernel (before a restart or a crash), and "
+    f"moving snapshots into another process is turned off here ({MOVE_ENV}=0 in Jupyter's "
+    "environment); start Jupyter without it to restore this one, or delete it to free its space"
 )
 EARLIER_OLD = (
     "it belongs to an earlier process of this kernel and was taken by an older "
@@ -87,7 +86,7 @@ EARLIER_OLD = (
 
 
 def _moving_enabled() -> bool:
-    return os.environ.get(MOVE_ENV, "") == "1"
+    return os.environ.get(MOVE_ENV, "1") != "0"
 
 
 @dataclass
@@ -376,7 +375,7 @@ class HelperServer:
     # --- operations ------------------------------------------------------------------
 
     def op_register(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
-        pid, kernel_id, notebook = args.register(req, conn.peer_pid)
+        pid, kernel_id, notebook, live = args.register(req, conn.peer_pid)
         if pid != conn.peer_pid:
             raise RequestRefused(f"PID {conn.peer_pid} tried to register PID {pid}")
         identity = procfs.identity(pid)
@@ -385,6 +384,8 @@ class HelperServer:
             old = self.kernels.get(pid)
             if old is not None and old.conn is not conn and old.start_time == k.start_time:
                 k.live = old.live
+            if k.live is None and live is not None and self._exists(live):
+                k.live = live
             # tracking outlives connections: a reconnecting kernel keeps its tracker
             start, tracking = self.trackings.get(pid, (k.start_time, k.tracking))
             if start != k.start_time:
@@ -396,6 +397,13 @@ class HelperServer:
             conn.kernel = k
         log.info("kernel %s registered (PID %d)", k.kernel_id, pid)
         return {"helper_pid": os.getpid(), "version": __version__, "store": str(self.store.root)}
+
+    def _exists(self, snap_id: str) -> bool:
+        try:
+            self.store.info(snap_id)
+        except ChkptError:
+            return False
+        return True
 
     def _self(self, conn: Connection, op: str) -> Kernel:
         if self.stopping.is_set():
@@ -689,7 +697,7 @@ class HelperServer:
         if earlier is not None:
             if not _moving_enabled():
                 raise UnsupportedState(
-                    f"snapshot {earlier.id} cannot be restored: {EARLIER_EXPERIMENTAL}"
+                    f"snapshot {earlier.id} cannot be restored: {EARLIER_DISABLED}"
                 )
             self._transplant(k, conn, req, earlier)
             return
@@ -875,7 +883,7 @@ class HelperServer:
         except ChkptError:
             movable = False
         enabled = _moving_enabled()
-        why = EARLIER_OLD if not movable else EARLIER_HOW if enabled else EARLIER_EXPERIMENTAL
+        why = EARLIER_OLD if not movable else EARLIER_HOW if enabled else EARLIER_DISABLED
         restorable = movable and enabled and not info.damage
         return {**info.to_json(), "restorable": restorable, "why": why}
 

@@ -60,6 +60,7 @@ IOPUB_DRAIN_S = 0.05  # at most, for zmq's IO threads to send what the IOPub thr
 REGISTER_ATTEMPTS = 3  # a new connection to a helper that turns out to be dying
 RECONNECT_WAIT_S = 5.0  # at most, for frontends whose connections the restore reset
 ZMTP_SETTLE_S = 0.1  # after their TCP connections are back, for zmq's handshakes
+SUBSCRIBE_WAIT_S = 2.0  # at most, for a reconnected IOPub subscriber's subscription
 CANCEL_TIMEOUT_S = 10.0  # at most, for the helper to take a cancel
 # helper operations that change nothing: a helper that died during one is asked again
 READ_ONLY_OPS = frozenset({"list", "diff", "status"})
@@ -142,6 +143,7 @@ class Checkpointer:
         self._running: list[Any] | None = None
         self.restores = 0
         self._subscribed = threading.Event()
+        self._subscribed_at = 0.0  # CLOCK_MONOTONIC of the last IOPub subscription
         self._tasks: set[asyncio.Future[None]] = set()
         self._cell_count = 0  # the count of the main shell's last execute_input
         self._held: HeldReply | None = None
@@ -295,6 +297,7 @@ class Checkpointer:
 
         def on_subscription(frames: list[bytes]) -> None:
             if any(f[:1] == b"\x01" for f in frames):
+                self._subscribed_at = time.monotonic()
                 self._subscribed.set()
             original(frames)
 
@@ -313,6 +316,7 @@ class Checkpointer:
                         kernel_id=self._kernel_id(),
                         # jupyter_server names the notebook for its kernels
                         notebook=os.environ.get("JPY_SESSION_NAME", "")[:4096],
+                        live=self.live,
                     )
                 except HelperStopped:
                     # connected to a helper that was dying (killed: its socket still took
@@ -410,6 +414,7 @@ class Checkpointer:
             "pending": pending,
             "handled": list(self._handled),
             "peers": {name: _established(port) for name, port in self._ports().items()},
+            "asked": time.monotonic(),
             "settings": asdict(self.settings),
             "redo": redo.get(mode, []),
             "left": left,
@@ -867,12 +872,19 @@ class Checkpointer:
             if msg_id:
                 self._seen_since_restore.add(msg_id)
         self._new_history_session()
-        if snap.get("pid") not in (None, os.getpid()):
+        moved = snap.get("pid") not in (None, os.getpid())
+        if moved:
             _moved_in(int(snap["pid"]))
+            # The helper saw this process's connection close with the fd table it had;
+            # register again now, so that listings (REST, the panel) know it at once.
+            self._drop_client()
+            with contextlib.suppress(ChkptError):
+                _ = self.client
         _threads_renumbered(result.get("threads_recreated", []))
         _children_gone(result.get("children_gone", []))
-        if result.get("files", {}).get("closed"):
-            self._wait_for_frontends(carry.get("peers", {}))
+        # a move leaves no connection of the snapshot's: every frontend reconnects
+        if moved or result.get("files", {}).get("closed"):
+            self._wait_for_frontends(carry.get("peers", {}), float(carry.get("asked", 0.0)), moved)
 
         parent = {**req.msg, "content": {}}
         idents = [base64.b64decode(i) for i in req.idents]
@@ -971,17 +983,26 @@ class Checkpointer:
         except Exception as e:
             log.warning("jupyter-chkpt: could not start a new history session: %s", e)
 
-    def _wait_for_frontends(self, peers: dict[str, int]) -> None:
-        """Connections made since the snapshot were closed: frontends reconnect by
-        themselves (zmq), but a reply routed or output published before they are
-        back would be lost. Wait until shell and IOPub have as many connections as
-        before the restore, then for a subscription."""
+    def _wait_for_frontends(self, peers: dict[str, int], asked: float, moved: bool) -> None:
+        """Connections made since the snapshot were closed (all of them, after a
+        move): frontends reconnect by themselves (zmq), but a reply routed or output
+        published before they are back would be lost (XPUB drops what no subscriber
+        takes). Wait until shell and IOPub have as many connections as before the
+        restore, then, if IOPub's were reset, for a subscription made since the
+        restore was asked (`asked`, CLOCK_MONOTONIC: the same clock in every process)."""
         ports = self._ports()
+
+        def missing(names: tuple[str, ...] = ("shell", "iopub")) -> bool:
+            return any(
+                _established(ports[name]) < int(peers[name])
+                for name in names
+                if name in ports and name in peers
+            )
+
+        resubscribes = moved or missing(("iopub",))  # the snapshot's subscribers are gone
         deadline = time.monotonic() + RECONNECT_WAIT_S
         waited = False
-        while time.monotonic() < deadline and any(
-            _established(ports[name]) < int(n) for name, n in peers.items() if name in ports
-        ):
+        while time.monotonic() < deadline and missing():
             waited = True
             time.sleep(0.02)
         if waited:
@@ -989,8 +1010,13 @@ class Checkpointer:
             # a reply routed before that is dropped (seen as a storm client that got
             # no reply). The handshake is a few round trips on the loopback.
             time.sleep(ZMTP_SETTLE_S)
-        self._subscribed.clear()
-        self._subscribed.wait(0.2)
+        if resubscribes:
+            # A SUB sends its subscription once its own thread has taken the new
+            # connection in: a frontend busy waiting on shell may take a moment.
+            deadline = time.monotonic() + SUBSCRIBE_WAIT_S
+            while self._subscribed_at < asked and time.monotonic() < deadline:
+                self._subscribed.wait(0.02)
+                self._subscribed.clear()
 
     def _ports(self) -> dict[str, int]:
         with contextlib.suppress(Exception):
@@ -1259,16 +1285,30 @@ def _describe(info: dict[str, Any]) -> str:
 
 
 def _established(port: int) -> int:
-    """Established TCP connections to our local `port` (IOPub subscribers)."""
+    """Established TCP connections to our local `port` that this process holds
+    (accepted by zmq). Others with that port are not ours to count: those in the
+    listener's backlog, and those a restore's helper still holds duplicates of,
+    whose frontends have not been told to reconnect yet."""
     if not port:
         return 0
+    ours = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/self/fd/{fd}")
+                if link.startswith("socket:["):
+                    ours.add(link[8:-1])
     n = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), open(table) as f:
             next(f)
             for line in f:
                 fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                if (
+                    int(fields[1].rsplit(":", 1)[1], 16) == port
+                    and fields[3] == "01"
+                    and fields[9] in ours
+                ):
                     n += 1
     return n
 

@@ -131,7 +131,10 @@ def load_syscall(regs: Regs, gadget: int, nr: int, args: tuple[int, ...]) -> Non
     if len(args) > 6:
         raise ValueError("a syscall takes at most 6 arguments")
     regs.rax = nr
-    for reg, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
+    # Unused arguments are zero, not whatever the thread held: some syscalls refuse
+    # a nonzero one (prctl(PR_SET_MM) answers EINVAL to a stray fifth argument).
+    padded = (*args, *(0,) * (6 - len(args)))
+    for reg, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), padded, strict=True):
         setattr(regs, reg, unsigned(value))
     regs.rip = gadget
     # -1: we are not inside a syscall, so the kernel must not try to restart one.

@@ -90,13 +90,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
       icon: historyIcon,
       execute: showPanel
     });
-    model.restarted.connect((_, { count, bytes }) => {
+    model.restarted.connect((_, { count, bytes, last, died }) => {
+      const nb = model.notebook; // the restarted kernel is this one's
       Notification.info(
-        `The kernel restarted. Its ${count} snapshot(s) (${size(bytes)}) are kept: the ` +
-          'snapshot history lists them under "Earlier kernels", where they can be deleted.',
+        `The kernel ${died ? 'died and was started again' : 'restarted'}. Its ${count} ` +
+          `snapshot(s) (${size(bytes)}) are kept under "Earlier kernels": restoring one ` +
+          'brings its whole state back into the new kernel.',
         {
-          autoClose: 10000,
+          autoClose: died ? false : 15000,
           actions: [
+            {
+              label: 'Restore the last snapshot',
+              caption: `Restore ${last.label || last.id} into the new kernel`,
+              callback: () => {
+                void nb?.sessionContext.ready.then(() => actions.restore(nb, last.id));
+              }
+            },
             { label: 'Show', callback: () => void app.commands.execute(CMD.panel) }
           ]
         }

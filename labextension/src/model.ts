@@ -6,7 +6,7 @@ import { ISessionContext } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { Event, Kernel, KernelMessage } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
-import { ApiError, IListing, api, explain } from './api';
+import { ApiError, IListing, ISnapshot, api, explain } from './api';
 
 /** none: no kernel; pending: not known yet; plain: a kernel without snapshots. */
 export type Support = 'none' | 'pending' | 'plain' | 'snapshots';
@@ -18,6 +18,15 @@ export const NEWS = new Set(['chkpt_changed', 'chkpt_restored']);
 
 /** The server's event (jupyter_server's event bus) when its REST API changed snapshots. */
 export const EVENTS_SCHEMA = 'https://jupyter-chkpt.org/events/snapshots/v1';
+
+/** A restart (or a death: `died`) of a kernel that had snapshots. */
+export interface IRestarted {
+  count: number;
+  bytes: number;
+  /** The newest: what "Restore the last snapshot" brings back. */
+  last: ISnapshot;
+  died: boolean;
+}
 
 export interface IBusy {
   op: 'checkpoint' | 'restore';
@@ -120,6 +129,7 @@ export class SnapshotModel {
         this._listing = listing;
         this._error = null;
         this._retries = 0;
+        this.noticeRestart(listing);
       }
     } catch (error) {
       if (seq !== this._seq) {
@@ -156,14 +166,7 @@ export class SnapshotModel {
     });
     session.statusChanged.connect((_, status: Kernel.Status) => {
       if (status === 'restarting' || status === 'autorestarting') {
-        const kept = mine() ? this._listing?.snapshots ?? [] : [];
-        if (kept.length && !refreshWhenIdle) {
-          // JupyterLab's dialog said "all variables will be lost": say where they are
-          this._restarted.emit({
-            count: kept.length,
-            bytes: kept.reduce((n, s) => n + s.stored_bytes, 0)
-          });
-        }
+        this._died = status === 'autorestarting';
         refreshWhenIdle = true;
       } else if (status === 'idle' && refreshWhenIdle) {
         refreshWhenIdle = false;
@@ -182,14 +185,38 @@ export class SnapshotModel {
     void session.ready.then(() => mine() && this.scheduleRefresh(0));
   }
 
-  /** The kernel restarted while it had snapshots: how many, and what they store. */
-  get restarted(): ISignal<this, { count: number; bytes: number }> {
+  /** A listing of the same kernel in another process than the last one with snapshots:
+   * a restart (or a death). Listings fail while the kernel is down, so the process's
+   * snapshots are remembered from its last listing that had some. */
+  private noticeRestart(listing: IListing): void {
+    const { kernel_id, pid } = listing.kernel;
+    const before = this._lastWithSnapshots;
+    if (before && before.kernel.kernel_id === kernel_id && before.kernel.pid !== pid) {
+      const kept = before.snapshots;
+      // JupyterLab's dialog said "all variables will be lost": say where they are
+      this._restarted.emit({
+        count: kept.length,
+        bytes: kept.reduce((n, s) => n + s.stored_bytes, 0),
+        last: kept.reduce((a, s) => (s.created > a.created ? s : a)),
+        died: this._died
+      });
+      this._lastWithSnapshots = null;
+    }
+    if (listing.snapshots.length) {
+      this._lastWithSnapshots = listing;
+    }
+  }
+
+  /** The kernel restarted while it had snapshots: how many, what they store, the newest. */
+  get restarted(): ISignal<this, IRestarted> {
     return this._restarted;
   }
 
   private _changed = new Signal<this, void>(this);
-  private _restarted = new Signal<this, { count: number; bytes: number }>(this);
+  private _restarted = new Signal<this, IRestarted>(this);
   private _listing: IListing | null = null;
+  private _lastWithSnapshots: IListing | null = null;
+  private _died = false;
   private _error: string | null = null;
   private _busy: IBusy | null = null;
   private _timer: ReturnType<typeof setTimeout> | null = null;

@@ -310,7 +310,8 @@ export class SnapshotPanel extends Widget {
     return row;
   }
 
-  /** Snapshots of earlier processes of this kernel: collapsed, deletable only. */
+  /** Snapshots of earlier processes of this kernel (before a restart or a crash):
+   * restoring one moves its whole state into the running kernel process. */
   private earlier(listing: IListing): HTMLElement | null {
     const earlier = listing.earlier ?? [];
     if (!earlier.length) {
@@ -324,16 +325,20 @@ export class SnapshotPanel extends Widget {
     const summary = document.createElement('summary');
     summary.textContent = `Earlier kernels (${earlier.length}, ${size(total)})`;
     summary.title =
-      'Snapshots of processes this kernel ran before (a restart): they cannot be restored into this one';
+      'Snapshots of processes this kernel ran before a restart or a crash: restoring one ' +
+      'brings its whole state into the running kernel';
     details_.appendChild(summary);
     for (const s of [...earlier].reverse()) {
       const why = s.why || 'a snapshot of an earlier kernel process';
+      const restorable = s.restorable === true;
       const restore = button({
         cls: 'restore',
         icon: historyIcon,
-        title: why,
-        disabled: true,
-        onClick: () => undefined
+        title: restorable
+          ? `Restore ${s.id} into the running kernel (from its process ${s.pid ?? '?'})`
+          : why,
+        disabled: !restorable,
+        onClick: () => (restorable ? this.actions.restore(s) : undefined)
       });
       const line1 = div(
         'jp-chkpt-line1',
@@ -352,7 +357,7 @@ export class SnapshotPanel extends Widget {
         line1,
         div(
           'jp-chkpt-row-actions',
-          span('jp-chkpt-disabled-wrap', '', why),
+          restorable ? restore : span('jp-chkpt-disabled-wrap', '', why),
           button({
             cls: 'delete',
             icon: deleteIcon,
@@ -362,11 +367,13 @@ export class SnapshotPanel extends Widget {
         ),
         line2
       );
-      (row.querySelector('.jp-chkpt-disabled-wrap') as HTMLElement).appendChild(restore);
+      if (!restorable) {
+        (row.querySelector('.jp-chkpt-disabled-wrap') as HTMLElement).appendChild(restore);
+      }
       row.dataset.snapshot = s.id;
       row.tabIndex = 0;
       row.style.height = `${ROW_HEIGHT}px`;
-      row.title = `${details(s)}\nNot restorable: ${why}`;
+      row.title = `${details(s)}\n${restorable ? 'Earlier process' : 'Not restorable'}: ${why}`;
       details_.appendChild(row);
     }
     return details_;

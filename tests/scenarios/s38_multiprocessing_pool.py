@@ -2,6 +2,8 @@
 (terminate()): processes cannot come back, but the restored Pool notices they are
 gone, starts new workers and completes new work, instead of waiting forever."""
 
+# transplant mode (test_fidelity.py): its worker processes are children: a snapshot with children cannot move into a new process (refused)
+MOVES = False
 SETUP = """
 import multiprocessing
 s38_pool = multiprocessing.get_context("fork").Pool(2)

@@ -7,7 +7,8 @@ back fds), a thread that ticks. `verify` checks that all of it agrees with one
 generation and answers ``ok <generation>``: a process caught half-way between
 two states fails it. `work` checks that the thread still ticks and that memory,
 files and threads can still be used; `tear` leaves a page of another generation
-(the self-check: verify must catch it).
+(the self-check: verify must catch it). A second argument `named` keeps the file's
+name (a transplant into a new process reopens it by path: the old one is gone).
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ def block(gen: int) -> bytes:
 
 
 class Rescue:
-    def __init__(self, mib: int) -> None:
+    def __init__(self, mib: int, named: bool = False) -> None:
         self.gen = 0
         self.buf = bytearray(mib * MiB)
         self.fill()
-        fd, self.path = tempfile.mkstemp(prefix="chkpt-rescue-")
+        fd, self.path = tempfile.mkstemp(prefix="chkpt-rescue-named-" if named else "chkpt-rescue-")
         os.write(fd, bytes(range(256)) * 64)
-        os.unlink(self.path)
+        if not named:
+            os.unlink(self.path)
         os.lseek(fd, 0, os.SEEK_SET)
         self.file = fd
         # a regular file: a restore without the helper's duplicates reopens it by path
@@ -104,7 +106,7 @@ class Rescue:
 
 
 def main() -> None:
-    target = Rescue(int(sys.argv[1]) if len(sys.argv) > 1 else 64)
+    target = Rescue(int(sys.argv[1]) if len(sys.argv) > 1 else 64, sys.argv[2:3] == ["named"])
     serve(
         {"mutate": target.mutate, "verify": target.verify, "work": target.work, "tear": target.tear}
     )
