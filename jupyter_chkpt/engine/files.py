@@ -86,6 +86,9 @@ class FilesReport:
     # offset / flags / counter differ but left alone: the open file is shared with
     # another process, which would see the change too (an inherited stdout)
     shared: list[int] = field(default_factory=list)
+    # a transplant's: connections of the old process to the outside (frontends, its
+    # helper), now sockets that read as closed: said once, not fd by fd
+    severed: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -254,6 +257,12 @@ class _Reconciler:
             self.report.closed.append(n)
         if missing:
             self._install(missing, now)
+        if self.report.severed:
+            n = len(self.report.severed)
+            self.report.notes.append(
+                f"{n} connection(s) of the earlier process read as closed here: its "
+                "frontends reconnect by themselves"
+            )
 
         now = self._table()
         for n, w in self.want.items():
@@ -332,7 +341,9 @@ class _Reconciler:
                     # those lose nothing; nor, in a transplant (where nothing survives),
                     # an eventfd with its counter or an epoll with its registrations
                     faithful = self.moving and w.kind in ("eventfd", "epoll")
-                    if what not in (_WHOLE_PIPE, _WHOLE_PAIR) and not faithful:
+                    if self.moving and w.kind == "socket" and what not in (_WHOLE_PAIR,):
+                        self.report.severed.append(n)  # expected: its peers were the old one's
+                    elif what not in (_WHOLE_PIPE, _WHOLE_PAIR) and not faithful:
                         self._note(
                             w, f"was gone and no duplicate of it is held: replaced by {what}"
                         )
@@ -645,6 +656,8 @@ class _Reconciler:
         self.report.eventfds.append(w.fd)
 
     def _note(self, w: FileImage, text: str) -> None:
+        if w.fd in self.report.severed:
+            return  # said once for all of them (`_install`)
         self.report.notes.append(f"fd {w.fd} ({w.link}): {text}")
 
 

@@ -301,7 +301,17 @@ class Checkpointer:
                 self._subscribed.set()
             original(frames)
 
-        iopub.schedule(lambda: stream.on_recv(on_subscription))
+        def install() -> None:
+            import zmq
+
+            # Every subscription, not just a topic's first: after a restore, a
+            # reconnected frontend's "" may arrive while the pipe of its old connection
+            # (which subscribed "" too) is still being torn down.
+            with contextlib.suppress(zmq.ZMQError):
+                stream.socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+            stream.on_recv(on_subscription)
+
+        iopub.schedule(install)
 
     @property
     def client(self) -> HelperClient:
@@ -906,8 +916,10 @@ class Checkpointer:
                 f"%restore {carry['left']} goes back to it"
             )
         recreated = result.get("threads_recreated", [])
-        if recreated:
+        if recreated and not moved:
             lines.append(f"  {len(recreated)} thread(s) that had ended since were started again")
+        elif recreated:
+            lines.append(f"  its {len(recreated) + 1} threads run in this process")
         lines += [f"  note: {n}" for n in result.get("notes", [])]
         self._stream(parent, "\n".join(lines) + "\n")
         self._publish(
