@@ -258,12 +258,7 @@ export class SnapshotPanel extends Widget {
     select.title = 'Tick two snapshots to compare them';
     select.setAttribute('aria-label', `Select ${s.id} to compare`);
     select.addEventListener('change', () => this.toggle(s.id, select.checked));
-    const line1 = div(
-      'jp-chkpt-line1',
-      span('jp-chkpt-time', time(s)),
-      span('jp-chkpt-count', count(s)),
-      span(s.label ? 'jp-chkpt-name' : 'jp-chkpt-name jp-chkpt-id', s.label || s.id)
-    );
+    const line1 = this.firstLine(s);
     const line2 = div(
       'jp-chkpt-line2',
       span('jp-chkpt-cell', this.cellText(s) || '(no cell)'),
@@ -340,12 +335,7 @@ export class SnapshotPanel extends Widget {
         disabled: !restorable,
         onClick: () => (restorable ? this.actions.restore(s) : undefined)
       });
-      const line1 = div(
-        'jp-chkpt-line1',
-        span('jp-chkpt-time', time(s)),
-        span('jp-chkpt-count', count(s)),
-        span(s.label ? 'jp-chkpt-name' : 'jp-chkpt-name jp-chkpt-id', s.label || s.id)
-      );
+      const line1 = this.firstLine(s);
       const line2 = div(
         'jp-chkpt-line2',
         span('jp-chkpt-cell', s.tags.cell || '(no cell)'),
@@ -377,6 +367,16 @@ export class SnapshotPanel extends Widget {
       details_.appendChild(row);
     }
     return details_;
+  }
+
+  /** Time, execution count, and the label (else the id): every row's first line. */
+  private firstLine(s: ISnapshot): HTMLElement {
+    return div(
+      'jp-chkpt-line1',
+      span('jp-chkpt-time', time(s)),
+      span('jp-chkpt-count', count(s)),
+      span(s.label ? 'jp-chkpt-name' : 'jp-chkpt-name jp-chkpt-id', s.label || s.id)
+    );
   }
 
   /** The first line of the cell the snapshot follows: its tag, else the notebook's cell
