@@ -143,3 +143,24 @@ def test_turned_off_it_is_refused(
     r = kernel.run(f"%restore {snap}")
     assert r.status == "error" and "no snapshot" in (r.error or "") + r.stderr, r.content
     assert "NameError" in (kernel.run("v").error or "")  # nothing was changed
+
+
+def test_another_kernel_of_the_notebook_is_listed_but_refused(
+    kernel_factory: Any, helper_dirs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot of another kernel of the same notebook (closed and opened again: a
+    new kernel id, connection file, ports and key) would move in state that listens
+    where no frontend connects: listed, with why, and refused."""
+    monkeypatch.setenv("JPY_SESSION_NAME", "/work/x.ipynb")  # jupyter_server names it
+    first = kernel_factory()
+    first.ok("v = 5")
+    snap = first.ok("%checkpoint").stdout.split("snapshot ")[1].split()[0]
+    first.shutdown()
+    second = kernel_factory()
+    earlier = {s["id"]: s for s in second.chkpt("list").content["earlier"]}
+    assert snap in earlier and not earlier[snap]["restorable"], earlier
+    assert "another kernel of this notebook" in earlier[snap]["why"], earlier[snap]["why"]
+    r = second.run(f"%restore {snap}")
+    assert r.status == "error", r.content
+    assert "NameError" in (second.run("v").error or "")  # nothing was changed
+    assert second.value("1 + 1") == "2"

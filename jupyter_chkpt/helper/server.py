@@ -78,6 +78,11 @@ EARLIER_DISABLED = (
     f"moving snapshots into another process is turned off here ({MOVE_ENV}=0 in Jupyter's "
     "environment); start Jupyter without it to restore this one, or delete it to free its space"
 )
+EARLIER_OTHER_KERNEL = (
+    "it was taken in another kernel of this notebook ({kernel}), whose connection (ports, "
+    "key) is not this kernel's: the notebook could not reach its state here. It can only "
+    "come back into a restart of that kernel; delete it to free its space"
+)
 EARLIER_OLD = (
     "it belongs to an earlier process of this kernel and was taken by an older "
     "jupyter-chkpt, which did not record what moving it into another process needs; "
@@ -87,6 +92,14 @@ EARLIER_OLD = (
 
 def _moving_enabled() -> bool:
     return os.environ.get(MOVE_ENV, "1") != "0"
+
+
+def _same_connection(k: Kernel, snap: SnapshotInfo) -> bool:
+    """Whether an earlier process's snapshot came from this kernel (a restart keeps the
+    kernel id, and with it the connection file: ports and key). The restored memory
+    holds its own kernel's sockets and key; another kernel of the same notebook has
+    other ones, which its frontends do not use."""
+    return bool(k.kernel_id) and snap.tags.get("kernel_id") == k.kernel_id
 
 
 @dataclass
@@ -699,6 +712,9 @@ class HelperServer:
                 raise UnsupportedState(
                     f"snapshot {earlier.id} cannot be restored: {EARLIER_DISABLED}"
                 )
+            if not _same_connection(k, earlier):
+                other = EARLIER_OTHER_KERNEL.format(kernel=earlier.tags.get("kernel_id"))
+                raise UnsupportedState(f"snapshot {earlier.id} cannot be restored: {other}")
             self._transplant(k, conn, req, earlier)
             return
         if self._resolve(k, ref).id in k.pending:
@@ -874,17 +890,25 @@ class HelperServer:
             "kernel": k.describe(),
             "snapshots": [i.to_json() for i in mine],
             "usage": {"count": len(mine), "stored_bytes": sum(i.stored_bytes for i in mine)},
-            "earlier": [self._earlier_json(i) for i in self._earlier(k)],
+            "earlier": [self._earlier_json(k, i) for i in self._earlier(k)],
         }
 
-    def _earlier_json(self, info: SnapshotInfo) -> dict[str, Any]:
+    def _earlier_json(self, k: Kernel, info: SnapshotInfo) -> dict[str, Any]:
         try:
             movable = self.store.load_meta(info.id).mm is not None
         except ChkptError:
             movable = False
         enabled = _moving_enabled()
-        why = EARLIER_OLD if not movable else EARLIER_HOW if enabled else EARLIER_DISABLED
-        restorable = movable and enabled and not info.damage
+        same = _same_connection(k, info)
+        if not movable:
+            why = EARLIER_OLD
+        elif not enabled:
+            why = EARLIER_DISABLED
+        elif not same:
+            why = EARLIER_OTHER_KERNEL.format(kernel=info.tags.get("kernel_id"))
+        else:
+            why = EARLIER_HOW
+        restorable = movable and enabled and same and not info.damage
         return {**info.to_json(), "restorable": restorable, "why": why}
 
     def _earlier(self, k: Kernel) -> list[SnapshotInfo]:
