@@ -14,8 +14,10 @@ it: output on IOPub, the reply on shell.
 from __future__ import annotations
 
 import os
+import queue
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -164,3 +166,53 @@ def test_another_kernel_of_the_notebook_is_listed_but_refused(
     assert r.status == "error", r.content
     assert "NameError" in (second.run("v").error or "")  # nothing was changed
     assert second.value("1 + 1") == "2"
+
+
+def test_a_second_frontend_sees_the_moving_cell_finish(kernel: Any, helper_dirs: Any) -> None:
+    """Two frontends (two browser tabs): the one that did not ask, and looks at IOPub
+    only every 0.6 s, still gets the %restore cell's output and its idle, because the
+    moved kernel waits for a subscription from each IOPub connection there was."""
+    kernel.ok("v = 5")
+    snap = kernel.ok("%checkpoint").stdout.split("snapshot ")[1].split()[0]
+    old = _die_and_restart(kernel)
+    from jupyter_client.blocking import BlockingKernelClient
+
+    other = BlockingKernelClient()  # a session (and so a shell identity) of its own
+    other.load_connection_info(kernel.km.get_connection_info())
+    other.start_channels()
+    other.wait_for_ready(timeout=60)
+    seen: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # the other tab: its own thread, a look every 0.6 s
+        while not stop.is_set():
+            try:
+                while True:
+                    seen.append(other.get_iopub_msg(timeout=0))
+            except queue.Empty:
+                time.sleep(0.6)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        msg_id = kernel.kc.execute(f"%restore {snap}")
+        r = kernel.reply_to(msg_id, timeout=60)
+        assert r.status == "ok" and f"(PID {old})" in r.stdout, r.content
+        deadline = time.monotonic() + 10
+        while not any(
+            m["parent_header"].get("msg_id") == msg_id
+            and m["msg_type"] == "status"
+            and m["content"]["execution_state"] == "idle"
+            for m in list(seen)
+        ):
+            assert time.monotonic() < deadline, [m["msg_type"] for m in seen]
+            time.sleep(0.05)
+        mine = [m for m in list(seen) if m["parent_header"].get("msg_id") == msg_id]
+        assert any(
+            m["msg_type"] == "stream" and "restored snapshot" in m["content"]["text"] for m in mine
+        )
+    finally:
+        stop.set()
+        watcher.join(10)
+        other.stop_channels()
+    assert kernel.value("v") == "5"

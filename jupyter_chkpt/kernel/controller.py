@@ -143,7 +143,8 @@ class Checkpointer:
         self._running: list[Any] | None = None
         self.restores = 0
         self._subscribed = threading.Event()
-        self._subscribed_at = 0.0  # CLOCK_MONOTONIC of the last IOPub subscription
+        # CLOCK_MONOTONIC of the latest IOPub subscriptions (XPUB_VERBOSE: every one)
+        self._subscriptions: collections.deque[float] = collections.deque(maxlen=256)
         self._tasks: set[asyncio.Future[None]] = set()
         self._cell_count = 0  # the count of the main shell's last execute_input
         self._held: HeldReply | None = None
@@ -297,7 +298,7 @@ class Checkpointer:
 
         def on_subscription(frames: list[bytes]) -> None:
             if any(f[:1] == b"\x01" for f in frames):
-                self._subscribed_at = time.monotonic()
+                self._subscriptions.append(time.monotonic())
                 self._subscribed.set()
             original(frames)
 
@@ -1000,8 +1001,10 @@ class Checkpointer:
         move): frontends reconnect by themselves (zmq), but a reply routed or output
         published before they are back would be lost (XPUB drops what no subscriber
         takes). Wait until shell and IOPub have as many connections as before the
-        restore, then, if IOPub's were reset, for a subscription made since the
-        restore was asked (`asked`, CLOCK_MONOTONIC: the same clock in every process)."""
+        restore, then, if IOPub's were reset, for subscriptions made since the restore
+        was asked (`asked`, CLOCK_MONOTONIC: the same clock in every process): after a
+        move one per IOPub connection there was (two browser tabs, jupyter_server's
+        activity watcher), else one."""
         ports = self._ports()
 
         def missing(names: tuple[str, ...] = ("shell", "iopub")) -> bool:
@@ -1025,8 +1028,12 @@ class Checkpointer:
         if resubscribes:
             # A SUB sends its subscription once its own thread has taken the new
             # connection in: a frontend busy waiting on shell may take a moment.
+            want = max(1, int(peers.get("iopub", 1))) if moved else 1
             deadline = time.monotonic() + SUBSCRIBE_WAIT_S
-            while self._subscribed_at < asked and time.monotonic() < deadline:
+            while (
+                sum(t >= asked for t in list(self._subscriptions)) < want
+                and time.monotonic() < deadline
+            ):
                 self._subscribed.wait(0.02)
                 self._subscribed.clear()
 
